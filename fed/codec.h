@@ -1,0 +1,116 @@
+/*
+ * codec.h - encoded weight / delta payloads.
+ *
+ * A payload is a fixed 84-byte little-endian header followed by a body:
+ *
+ *   off size field
+ *     0    4 magic "FSDC"
+ *     4    2 format version (1)
+ *     6    1 codec id (fed_codec)
+ *     7    1 flags (bit 0: q8 stochastic rounding was used; informative)
+ *     8    4 chunk (q8: floats per scale; 0 for f32 / f16)
+ *    12    8 element count
+ *    20   32 tensor-table digest (SHA-256 of model_table_text)
+ *    52   32 SHA-256 of the body
+ *    84    . body
+ *
+ * Bodies: f32 = count float32 LE; f16 = count IEEE binary16 LE (round to
+ * nearest even, overflow to +-Inf is refused); q8 = for each chunk of
+ * `chunk` floats a float32 LE scale (max|x| / 127) followed by the chunk's
+ * int8 values (x ~= q * scale); the last chunk may be short.
+ *
+ * Decoding checks everything: magic, version, codec, chunk, count against
+ * what the caller expects, table digest, exact body length, body SHA-256,
+ * and that every decoded value is finite. Errors follow base.h.
+ *
+ * Example:
+ *   uint8_t *p; size_t n;
+ *   fed_codec_encode(FED_CODEC_Q8, delta, count, table_digest, NULL, &p, &n);
+ *   ... send p ...
+ *   fed_codec_decode(p, n, count, table_digest, out, NULL);
+ *   free(p);
+ */
+#ifndef FEDSEG_FED_CODEC_H
+#define FEDSEG_FED_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+	FED_CODEC_F32 = 1,
+	FED_CODEC_F16 = 2,
+	FED_CODEC_Q8 = 3,
+} fed_codec;
+
+#define FED_CODEC_HEADER_LEN 84
+#define FED_CODEC_Q8_CHUNK 256
+
+/* "f32", "f16", "q8"; NULL for an unknown id. */
+const char *fed_codec_name(int codec);
+/* Parses a codec name; -1 if unknown. */
+int fed_codec_parse(const char *name);
+
+typedef struct {
+	uint32_t chunk;      /* q8 floats per scale; 0 = FED_CODEC_Q8_CHUNK */
+	int stochastic;      /* q8: stochastic rounding (unbiased) */
+	uint64_t seed;       /* seed of the stochastic rounding PRNG */
+} fed_codec_opts;
+
+/* Encodes n floats x with `codec`. Refuses NaN/Inf in x (and f16
+ * overflow). *out is malloc'd (caller frees), *outlen its size. opts may
+ * be NULL (defaults: chunk 256, deterministic rounding). On failure *out is
+ * untouched. */
+int fed_codec_encode(int codec, const float *x, size_t n,
+    const uint8_t table_digest[32], const fed_codec_opts *opts,
+    uint8_t **out, size_t *outlen);
+
+/* Size in bytes fed_codec_encode would produce. */
+size_t fed_codec_encoded_size(int codec, size_t n, uint32_t chunk);
+
+/* The header fields, as read by fed_codec_peek. */
+typedef struct {
+	int codec;
+	int flags;
+	uint32_t chunk;
+	uint64_t count;
+	uint8_t table_digest[32];
+	uint8_t body_sha256[32];
+} fed_codec_header;
+
+/* Parses and checks the header only (magic, version, codec, chunk, body
+ * length matches count); does not hash the body. */
+int fed_codec_peek(const uint8_t *p, size_t len, fed_codec_header *h);
+
+/* Decodes a payload into out (n floats). Checks: header (fed_codec_peek),
+ * count == n, table digest == table_digest (when not NULL), body SHA-256,
+ * all values finite. On failure out may be partly written. h (may be NULL)
+ * receives the header. */
+int fed_codec_decode(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], float *out, fed_codec_header *h);
+
+/* Like fed_codec_decode but adds alpha * decoded value into acc (double),
+ * chunk by chunk, without a float copy of the whole vector. On failure acc
+ * is unchanged (the payload is fully validated before anything is added). */
+int fed_codec_decode_axpy(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], double alpha, double *acc,
+    fed_codec_header *h);
+
+/* Wraps a raw body under a header (for tests and tools that build
+ * payloads by hand, e.g. hostile-peer tests). The body is copied; the body
+ * SHA-256 is computed. *out malloc'd. */
+int fed_codec_wrap(int codec, uint32_t chunk, uint64_t count,
+    const uint8_t table_digest[32], const void *body, size_t bodylen,
+    uint8_t **out, size_t *outlen);
+
+/* IEEE binary16 conversions (round to nearest even). */
+uint16_t fed_f32_to_f16(float f);
+float fed_f16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,79 @@
+/*
+ * transport.h - REQ/REP over nng tls+tcp:// with mutual TLS.
+ *
+ * Both ends use NNG_TLS_AUTH_MODE_REQUIRED with the federation CA as the
+ * only trust anchor and the CRL passed with it; the own certificate and key
+ * come from ONE PEM file (what `fedseg certs issue` writes as <CN>.pem).
+ * nng checks that the peer chains to the CA but does not say who it is:
+ * identity is proved by signatures in the messages (crypto.h, msg.h).
+ *
+ * Server: a rep0 socket with `ncontexts` nng contexts, each receiving with
+ * its own aio; a received request is queued to `nworkers` worker threads
+ * that call the handler, so slow work (signature checks, decoding,
+ * aggregation) never stalls the receive path of other contexts.
+ *
+ * Client: a req0 socket dialled in the background (nng redials by itself);
+ * the REQ resend timer is disabled so a large update is never sent twice
+ * by nng itself (a request still in flight when its connection drops is
+ * re-sent once on the next connection by nng's req0; the aggregator is
+ * idempotent for that).
+ */
+#ifndef FEDSEG_FED_TRANSPORT_H
+#define FEDSEG_FED_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+	const char *cert_key_pem; /* own certificate + private key, one file */
+	const char *ca;           /* federation CA certificate (PEM) */
+	const char *crl;          /* CRL (PEM) or NULL */
+} fed_tls_paths;
+
+/* Handler called on a worker thread for each request. req/len are
+ * borrowed for the call. Returns the reply (ownership passes to the
+ * transport) or NULL to send no reply (the requester then times out). */
+typedef nng_msg *(*fed_handler)(void *user, const uint8_t *req, size_t len);
+
+typedef struct fed_server fed_server;
+
+/* Listens on url (tls+tcp://host:port; tcp:// is refused unless
+ * allow_plain, which only tests use). max_msg is NNG_OPT_RECVMAXSZ (bytes,
+ * > 0): larger messages are dropped by nng and their connection closed.
+ * Returns NULL with fs_error() on failure. */
+fed_server *fed_server_start(const char *url, const fed_tls_paths *tls,
+    size_t max_msg, int ncontexts, int nworkers, fed_handler handler,
+    void *user);
+/* Stops receiving, waits for workers to finish their current request,
+ * closes the socket. Blocks; must not be called from a handler. NULL-safe. */
+void fed_server_stop(fed_server *s);
+
+typedef struct fed_client fed_client;
+
+/* Creates a req0 socket and starts dialling url in the background.
+ * max_msg bounds replies (0 = no bound). */
+fed_client *fed_client_open(const char *url, const fed_tls_paths *tls,
+    size_t max_msg);
+void fed_client_close(fed_client *c);
+
+/* Sends req and waits up to timeout_ms for the reply. req is consumed in
+ * every case. On success *rep is the caller's (nng_msg_free). Errors:
+ * -1 with fs_error() ("timed out", "closed", ...); *nngerr (may be NULL)
+ * receives nng's code. */
+int fed_client_call(fed_client *c, nng_msg *req, int timeout_ms,
+    nng_msg **rep, int *nngerr);
+
+/* Allocates a TLS config for mode (NNG_TLS_MODE_CLIENT / _SERVER) from
+ * the paths. Caller frees with nng_tls_config_free. */
+int fed_tls_config(int server, const fed_tls_paths *tls, void **cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
