@@ -1,0 +1,479 @@
+/*
+ * agg_handlers.c - one function per request kind: Join, TaskRequest,
+ * Update, StatusRequest. Run on the transport's worker threads.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agg_impl.h"
+#include "base.h"
+#include "codec.h"
+
+#define CLOCK_SKEW_MS (10 * 60 * 1000)
+
+static nng_msg *
+reply(Fedseg__Envelope *env)
+{
+	nng_msg *m = NULL;
+	if (fed_msg_pack(env, &m) != 0)
+		fs_log(FS_LOG_ERR, "AGG-PACK", "%s", fs_error());
+	return m;
+}
+
+agg_node *
+agg_node_find(agg *a, const char *cn)
+{
+	for (int i = 0; i < a->nnodes; i++)
+		if (strcmp(a->nodes[i].cn, cn) == 0)
+			return &a->nodes[i];
+	return NULL;
+}
+
+static agg_node *
+node_by_session(agg *a, const ProtobufCBinaryData *s)
+{
+	if (s->len != FED_NONCE_LEN)
+		return NULL;
+	for (int i = 0; i < a->nnodes; i++)
+		if (memcmp(a->nodes[i].session, s->data, FED_NONCE_LEN) == 0)
+			return &a->nodes[i];
+	return NULL;
+}
+
+static int
+verify_cert(agg *a, const ProtobufCBinaryData *pem, char cn[FED_CN_MAX])
+{
+	if (pem->len == 0 || pem->len > 65536)
+		return fs_seterr("no certificate in the message");
+	pthread_mutex_lock(&a->trust_mu);
+	int rv = fed_trust_verify_cert(a->trust, (const char *)pem->data,
+	    pem->len, "node", cn);
+	pthread_mutex_unlock(&a->trust_mu);
+	return rv;
+}
+
+/* ---- Join ---------------------------------------------------------------- */
+
+static int
+join_check(agg *a, const Fedseg__Join *j, char cn[FED_CN_MAX])
+{
+	uint8_t text[FED_SIGTEXT_MAX];
+	if (verify_cert(a, &j->cert_pem, cn) != 0)
+		return -1;
+	if (j->nonce.len != FED_NONCE_LEN)
+		return fs_seterr("nonce must be %d bytes", FED_NONCE_LEN);
+	int64_t skew = (int64_t)fed_unix_ms() - (int64_t)j->time_unix_ms;
+	if (skew > CLOCK_SKEW_MS || skew < -CLOCK_SKEW_MS)
+		return fs_seterr("clock skew of %lld s", (long long)skew / 1000);
+	size_t tl = fed_sigtext_join(text, j->nonce.data, j->time_unix_ms);
+	if (fed_verify((const char *)j->cert_pem.data, j->cert_pem.len, text,
+	    tl, j->signature.data, j->signature.len) != 0)
+		return fs_seterr("bad Join signature");
+	return 0;
+}
+
+static int
+node_add(agg *a, const char *cn, const uint8_t session[FED_NONCE_LEN])
+{
+	agg_node *n = agg_node_find(a, cn);
+	if (n == NULL) {
+		if (a->nnodes == a->capnodes) {
+			int cap = a->capnodes ? 2 * a->capnodes : 8;
+			agg_node *p = realloc(a->nodes, (size_t)cap * sizeof *p);
+			if (p == NULL)
+				return fs_seterr("out of memory");
+			a->nodes = p;
+			a->capnodes = cap;
+		}
+		n = &a->nodes[a->nnodes++];
+		memset(n, 0, sizeof *n);
+		snprintf(n->cn, sizeof n->cn, "%s", cn);
+	}
+	memcpy(n->session, session, FED_NONCE_LEN);
+	n->last_seen = fs_now();
+	n->got_done = 0;
+	return 0;
+}
+
+static nng_msg *
+on_join(agg *a, const Fedseg__Join *j)
+{
+	char cn[FED_CN_MAX] = "?";
+	uint8_t session[FED_NONCE_LEN], text[FED_SIGTEXT_MAX], *sig = NULL;
+	size_t sl = 0, pl = 0;
+	if (join_check(a, j, cn) != 0) {
+		fs_log(FS_LOG_WARN, "AGG-REFUSE", "join refused (cn %s): %s",
+		    cn, fs_error());
+		return fed_msg_error(FED_ERR_AUTH, "join refused: %s",
+		    fs_error());
+	}
+	if (fed_random(session, sizeof session) != 0)
+		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
+	size_t tl = fed_sigtext_joinack(text, session, j->nonce.data);
+	if (fed_sign(a->id, text, tl, &sig, &sl) != 0)
+		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
+	pthread_mutex_lock(&a->mu);
+	int rv = node_add(a, cn, session);
+	int joined = a->nnodes;
+	pthread_mutex_unlock(&a->mu);
+	if (rv != 0) {
+		free(sig);
+		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
+	}
+	pthread_cond_signal(&a->cv);
+	fs_log(FS_LOG_INFO, "AGG-JOIN", "node %s joined (%d known)", cn,
+	    joined);
+	Fedseg__JoinAck ack = FEDSEG__JOIN_ACK__INIT;
+	ack.session = (ProtobufCBinaryData){ FED_NONCE_LEN, session };
+	ack.nonce_echo = j->nonce;
+	ack.aggregator_cert_pem.data =
+	    (uint8_t *)fed_identity_cert_pem(a->id, &pl);
+	ack.aggregator_cert_pem.len = pl;
+	ack.signature = (ProtobufCBinaryData){ sl, sig };
+	ack.max_message_bytes = a->cfg.max_message_bytes;
+	ack.codec = (uint32_t)a->cfg.codec;
+	ack.model_spec_json = a->spec_json;
+	ack.rounds = (uint32_t)a->cfg.rounds;
+	ack.table_digest = (ProtobufCBinaryData){ 32, a->table_digest };
+	ack.cn = cn;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_JOIN_ACK;
+	env.join_ack = &ack;
+	nng_msg *m = reply(&env);
+	free(sig);
+	return m;
+}
+
+/* ---- TaskRequest --------------------------------------------------------- */
+
+static nng_msg *
+wait_reply(agg *a, const char *reason)
+{
+	Fedseg__Wait w = FEDSEG__WAIT__INIT;
+	w.retry_after_ms = (uint32_t)a->cfg.wait_ms;
+	w.reason = (char *)reason;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_WAIT;
+	env.wait = &w;
+	return reply(&env);
+}
+
+/* Under a->mu. */
+static nng_msg *
+task_reply(agg *a)
+{
+	Fedseg__TrainSettings ts = FEDSEG__TRAIN_SETTINGS__INIT;
+	ts.local_steps = (uint32_t)a->cfg.train_steps;
+	ts.lr = a->cfg.train_lr;
+	ts.batch = (uint32_t)a->cfg.train_batch;
+	ts.patch = (uint32_t)a->cfg.train_patch;
+	ts.fg_share = a->cfg.train_fg_share;
+	ts.prox_mu = a->cfg.train_prox_mu;
+	ts.seed = a->cfg.seed * 1000003u + a->round;
+	Fedseg__Task t = FEDSEG__TASK__INIT;
+	t.round = a->round;
+	t.version = a->version;
+	t.weights = (ProtobufCBinaryData){ a->task_len, a->task_payload };
+	t.model_digest = (ProtobufCBinaryData){ 32, a->digest };
+	t.signature = (ProtobufCBinaryData){ a->task_siglen, a->task_sig };
+	t.train = &ts;
+	double left = a->deadline - fs_now();
+	t.deadline_unix_ms = fed_unix_ms() + (uint64_t)(left > 0 ? left * 1000 : 0);
+	t.codec = (uint32_t)a->cfg.codec;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_TASK;
+	env.task = &t;
+	return reply(&env);
+}
+
+/* Under a->mu. */
+static nng_msg *
+done_reply(agg *a, agg_node *n)
+{
+	Fedseg__Done d = FEDSEG__DONE__INIT;
+	d.final_version = a->version;
+	d.model_digest = (ProtobufCBinaryData){ 32, a->digest };
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_DONE;
+	env.done = &d;
+	if (n != NULL && !n->got_done) {
+		n->got_done = 1;
+		fs_log(FS_LOG_INFO, "AGG-DONE", "node %s told done (version %u)",
+		    n->cn, a->version);
+	}
+	return reply(&env);
+}
+
+static nng_msg *
+on_task_request(agg *a, const Fedseg__TaskRequest *r)
+{
+	char why[128];
+	nng_msg *m;
+	pthread_mutex_lock(&a->mu);
+	agg_node *n = node_by_session(a, &r->session);
+	if (n == NULL) {
+		pthread_mutex_unlock(&a->mu);
+		return fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
+		    "first");
+	}
+	n->last_seen = fs_now();
+	if (a->phase == AGG_DONE) {
+		m = done_reply(a, n);
+	} else if (a->phase == AGG_TRAINING && n->selected &&
+	    n->submitted != a->round) {
+		m = task_reply(a);
+	} else {
+		if (a->phase == AGG_WAITING)
+			snprintf(why, sizeof why, "waiting for nodes (%d of "
+			    "%d joined)", a->nnodes, a->cfg.min_nodes);
+		else if (a->phase == AGG_CLOSING)
+			snprintf(why, sizeof why, "closing round %u", a->round);
+		else if (n->submitted == a->round)
+			snprintf(why, sizeof why, "round %u: update received, "
+			    "waiting for the others", a->round);
+		else
+			snprintf(why, sizeof why, "round %u in progress "
+			    "without this node; next round", a->round);
+		m = wait_reply(a, why);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return m;
+}
+
+/* ---- Update -------------------------------------------------------------- */
+
+static nng_msg *
+ack_reply(uint32_t round, int accepted, const char *reason)
+{
+	Fedseg__UpdateAck ack = FEDSEG__UPDATE_ACK__INIT;
+	ack.accepted = accepted;
+	ack.reason = (char *)reason;
+	ack.round = round;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE_ACK;
+	env.update_ack = &ack;
+	return reply(&env);
+}
+
+enum { U_OK = 0, U_REJECT = 1, U_LATE = 2, U_DUP = 3 };
+
+/* Checks an update against the round state, under a->mu. */
+static int
+update_state_check(agg *a, const Fedseg__Update *u, const char *cn,
+    char *why, size_t wl)
+{
+	agg_node *n = node_by_session(a, &u->session);
+	if (n == NULL || strcmp(n->cn, cn) != 0) {
+		snprintf(why, wl, "unknown session for %s: Join first", cn);
+		return U_REJECT;
+	}
+	n->last_seen = fs_now();
+	if (u->round < a->round || (u->round == a->round &&
+	    (a->phase == AGG_CLOSING || a->phase == AGG_DONE))) {
+		snprintf(why, wl, "late: round %u is closed", u->round);
+		return n->submitted == u->round ? U_DUP : U_LATE;
+	}
+	if (u->round > a->round || a->phase != AGG_TRAINING) {
+		snprintf(why, wl, "round %u is not open", u->round);
+		return U_REJECT;
+	}
+	if (n->submitted == a->round) {
+		snprintf(why, wl, "duplicate: already counted for round %u",
+		    a->round);
+		return U_DUP;
+	}
+	if (!n->selected) {
+		snprintf(why, wl, "not selected for round %u", a->round);
+		return U_REJECT;
+	}
+	if (u->base_version != a->version) {
+		snprintf(why, wl, "wrong base version %u (global is %u)",
+		    u->base_version, a->version);
+		return U_REJECT;
+	}
+	return U_OK;
+}
+
+/* Signature, digest, sample count and payload decoding: no lock. On
+ * success *delta is malloc'd (a->n floats). */
+static int
+update_payload_check(agg *a, const Fedseg__Update *u, float **delta)
+{
+	uint8_t d[32], text[FED_SIGTEXT_MAX];
+	if (u->payload_digest.len != 32)
+		return fs_seterr("payload digest must be 32 bytes");
+	if (u->session.len != FED_NONCE_LEN)
+		return fs_seterr("bad session");
+	size_t tl = fed_sigtext_update(text, u->payload_digest.data, u->round,
+	    u->base_version, u->sample_count, u->session.data);
+	if (fed_verify((const char *)u->cert_pem.data, u->cert_pem.len, text,
+	    tl, u->signature.data, u->signature.len) != 0)
+		return fs_seterr("bad signature");
+	fed_sha256(u->payload.data, u->payload.len, d);
+	if (memcmp(d, u->payload_digest.data, 32) != 0)
+		return fs_seterr("payload digest mismatch");
+	if (u->sample_count == 0 || u->sample_count > 1000000000ull)
+		return fs_seterr("sample count %llu out of range",
+		    (unsigned long long)u->sample_count);
+	float *x = malloc(a->n * sizeof(float));
+	if (x == NULL)
+		return fs_seterr("out of memory");
+	if (fed_codec_decode(u->payload.data, u->payload.len, a->n,
+	    a->table_digest, x, NULL) != 0) {
+		free(x);
+		return -1;
+	}
+	*delta = x;
+	return 0;
+}
+
+static void
+contrib_add(agg *a, agg_node *n, const Fedseg__Update *u, const float *x)
+{
+	double s = (double)u->sample_count;
+	for (size_t i = 0; i < a->n; i++)
+		a->acc[i] += s * (double)x[i];
+	a->wsum += s;
+	n->submitted = a->round;
+	if (a->ncontrib == a->capcontrib) {
+		int cap = a->capcontrib ? 2 * a->capcontrib : 8;
+		agg_contrib *p = realloc(a->contrib, (size_t)cap * sizeof *p);
+		if (p == NULL)
+			return; /* the delta counts; only the ledger row is lost */
+		a->contrib = p;
+		a->capcontrib = cap;
+	}
+	agg_contrib *c = &a->contrib[a->ncontrib++];
+	memset(c, 0, sizeof *c);
+	snprintf(c->cn, sizeof c->cn, "%s", n->cn);
+	c->samples = u->sample_count;
+	fed_hex(u->payload_digest.data, 32, c->digest);
+	c->bytes = u->payload.len;
+	if (u->metrics != NULL) {
+		c->mean_loss = isfinite(u->metrics->mean_loss) ?
+		    u->metrics->mean_loss : 0;
+		c->steps = u->metrics->steps;
+		c->seconds = u->metrics->train_seconds;
+	}
+}
+
+/* Takes the lock, re-checks (the round may have moved on while we
+ * decoded) and adds the delta. Returns U_*. */
+static int
+update_commit(agg *a, const Fedseg__Update *u, const char *cn,
+    const float *x, char *why, size_t wl)
+{
+	pthread_mutex_lock(&a->mu);
+	int st = update_state_check(a, u, cn, why, wl);
+	if (st == U_OK) {
+		contrib_add(a, agg_node_find(a, cn), u, x);
+		snprintf(why, wl, "accepted for round %u (%d of %d)", a->round,
+		    a->ncontrib, a->nselected);
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (st == U_OK)
+		pthread_cond_signal(&a->cv);
+	return st;
+}
+
+static nng_msg *
+update_refuse(const char *cn, uint32_t round, int st, const char *why)
+{
+	if (st == U_REJECT)
+		fs_log(FS_LOG_WARN, "AGG-REJECT", "update from %s for round "
+		    "%u rejected: %s", cn, round, why);
+	else
+		fs_log(FS_LOG_INFO, "AGG-IGNORE", "update from %s for round "
+		    "%u ignored: %s", cn, round, why);
+	/* a duplicate was counted: tell the node so, it can move on */
+	return ack_reply(round, st == U_DUP, why);
+}
+
+static nng_msg *
+on_update(agg *a, const Fedseg__Update *u)
+{
+	char cn[FED_CN_MAX] = "?", why[256];
+	float *x = NULL;
+	if (verify_cert(a, &u->cert_pem, cn) != 0) {
+		fs_log(FS_LOG_WARN, "AGG-REJECT", "update refused: %s",
+		    fs_error());
+		return ack_reply(u->round, 0, fs_error());
+	}
+	pthread_mutex_lock(&a->mu);
+	int st = update_state_check(a, u, cn, why, sizeof why);
+	pthread_mutex_unlock(&a->mu);
+	if (st != U_OK)
+		return update_refuse(cn, u->round, st, why);
+	if (update_payload_check(a, u, &x) != 0) {
+		snprintf(why, sizeof why, "%s", fs_error());
+		return update_refuse(cn, u->round, U_REJECT, why);
+	}
+	st = update_commit(a, u, cn, x, why, sizeof why);
+	free(x);
+	if (st != U_OK)
+		return update_refuse(cn, u->round, st, why);
+	fs_log(FS_LOG_INFO, "AGG-ACCEPT", "update from %s: %s, %llu samples, "
+	    "%zu bytes, loss %.4f", cn, why,
+	    (unsigned long long)u->sample_count, u->payload.len,
+	    u->metrics ? u->metrics->mean_loss : 0.0);
+	return ack_reply(u->round, 1, why);
+}
+
+/* ---- Status -------------------------------------------------------------- */
+
+static nng_msg *
+on_status(agg *a)
+{
+	static const char *names[] = { "waiting", "training", "closing",
+		"done" };
+	Fedseg__Status s = FEDSEG__STATUS__INIT;
+	pthread_mutex_lock(&a->mu);
+	s.round = a->round;
+	s.version = a->version;
+	s.rounds = (uint32_t)a->cfg.rounds;
+	s.state = (char *)names[a->phase];
+	s.joined = (uint32_t)a->nnodes;
+	s.updates = a->phase == AGG_TRAINING ? (uint32_t)a->ncontrib : 0;
+	s.selected = (uint32_t)a->nselected;
+	s.model_digest = (ProtobufCBinaryData){ 32, a->digest };
+	s.uptime_s = fs_now() - a->started;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_STATUS;
+	env.status = &s;
+	nng_msg *m = reply(&env);
+	pthread_mutex_unlock(&a->mu);
+	return m;
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+nng_msg *
+agg_handle(void *user, const uint8_t *req, size_t len)
+{
+	agg *a = user;
+	Fedseg__Envelope *env = NULL;
+	int code = 0;
+	nng_msg *m;
+	if (fed_msg_unpack(req, len, &env, &code) != 0) {
+		fs_log(FS_LOG_WARN, "AGG-BADMSG", "%s", fs_error());
+		return fed_msg_error(code, "%s", fs_error());
+	}
+	switch (env->body_case) {
+	case FEDSEG__ENVELOPE__BODY_JOIN: m = on_join(a, env->join); break;
+	case FEDSEG__ENVELOPE__BODY_TASK_REQUEST:
+		m = on_task_request(a, env->task_request);
+		break;
+	case FEDSEG__ENVELOPE__BODY_UPDATE: m = on_update(a, env->update); break;
+	case FEDSEG__ENVELOPE__BODY_STATUS_REQUEST: m = on_status(a); break;
+	default:
+		fs_log(FS_LOG_WARN, "AGG-BADMSG", "unexpected %s request",
+		    fed_msg_kind(env));
+		m = fed_msg_error(FED_ERR_REQUEST, "unexpected %s request",
+		    fed_msg_kind(env));
+		break;
+	}
+	fed_msg_free(env);
+	return m;
+}
