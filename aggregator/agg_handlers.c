@@ -195,6 +195,8 @@ done_reply(agg *a, agg_node *n)
 	Fedseg__Done d = FEDSEG__DONE__INIT;
 	d.final_version = a->version;
 	d.model_digest = (ProtobufCBinaryData){ 32, a->digest };
+	d.weights = (ProtobufCBinaryData){ a->task_len, a->task_payload };
+	d.signature = (ProtobufCBinaryData){ a->task_siglen, a->task_sig };
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
 	env.body_case = FEDSEG__ENVELOPE__BODY_DONE;
 	env.done = &d;
@@ -224,6 +226,8 @@ on_task_request(agg *a, const Fedseg__TaskRequest *r)
 	} else if (a->phase == AGG_TRAINING && n->selected &&
 	    n->submitted != a->round) {
 		m = task_reply(a);
+		if (m != NULL)
+			a->bytes_out += (double)nng_msg_len(m);
 	} else {
 		if (a->phase == AGG_WAITING)
 			snprintf(why, sizeof why, "waiting for nodes (%d of "

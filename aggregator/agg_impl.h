@@ -72,6 +72,7 @@ typedef struct agg {
 	agg_node *nodes;
 	int nnodes, capnodes;
 	int nselected;
+	double bytes_out;            /* Task bytes sent this round */
 	double deadline;             /* fs_now() at which the round may close */
 	double done_at;
 } agg;

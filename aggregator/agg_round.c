@@ -114,7 +114,8 @@ static void
 ledger_contributors(agg *a, cJSON *o)
 {
 	cJSON *arr = cJSON_AddArrayToObject(o, "contributors");
-	double loss = 0, samples = 0;
+	cJSON *names = cJSON_AddArrayToObject(o, "nodes");
+	double loss = 0, samples = 0, bytes_in = 0;
 	for (int i = 0; i < a->ncontrib; i++) {
 		const agg_contrib *c = &a->contrib[i];
 		cJSON *e = cJSON_CreateObject();
@@ -126,11 +127,17 @@ ledger_contributors(agg *a, cJSON *o)
 		cJSON_AddNumberToObject(e, "steps", c->steps);
 		cJSON_AddNumberToObject(e, "train_seconds", c->seconds);
 		cJSON_AddItemToArray(arr, e);
+		cJSON_AddItemToArray(names, cJSON_CreateString(c->cn));
+		bytes_in += (double)c->bytes;
 		loss += (double)c->samples * c->mean_loss;
 		samples += (double)c->samples;
 	}
 	cJSON_AddNumberToObject(o, "total_samples", samples);
 	cJSON_AddNumberToObject(o, "mean_loss", samples > 0 ? loss / samples : 0);
+	cJSON *m = cJSON_AddObjectToObject(o, "metrics");
+	cJSON_AddNumberToObject(m, "mean_loss", samples > 0 ? loss / samples : 0);
+	cJSON_AddNumberToObject(o, "bytes_in", bytes_in);
+	cJSON_AddNumberToObject(o, "bytes_out", a->bytes_out);
 	cJSON_AddStringToObject(o, "codec", fed_codec_name(a->cfg.codec));
 }
 
@@ -250,6 +257,7 @@ round_open(agg *a)
 	}
 	a->ncontrib = 0;
 	a->wsum = 0;
+	a->bytes_out = 0;
 	memset(a->acc, 0, a->n * sizeof(double));
 	a->deadline = fs_now() + a->cfg.round_deadline_s;
 	a->phase = AGG_TRAINING;
