@@ -691,9 +691,11 @@ static int certs_san_add(char **san, const char *kind, const char *v)
 	return 0;
 }
 
-int certs_issue_at(const char *dir, const char *role, const char *cn,
-    const char *const *dns, const char *const *ips, int not_before_days,
-    int days)
+/* renew: cn must be in the index; role and SAN come from its latest
+ * entry, its files are replaced, and earlier entries get "superseded_by". */
+static int certs_issue_impl(const char *dir, const char *role,
+    const char *cn, const char *const *dns, const char *const *ips,
+    int not_before_days, int days, int renew)
 {
 	char crtp[PATH_MAX], keyp[PATH_MAX], pemp[PATH_MAX];
 	char before[32], after[32];
@@ -701,13 +703,13 @@ int certs_issue_at(const char *dir, const char *role, const char *cn,
 	EVP_PKEY *key = NULL;
 	X509 *x = NULL;
 	X509_NAME *name = NULL;
-	cJSON *idx = NULL, *e;
+	cJSON *idx = NULL, *e, *prev = NULL;
 	char *san = NULL, *serial = NULL;
 	long nb_s, na_s;
 	int lock = -1, rv = -1, nsan = 0;
 
 	memset(&ca, 0, sizeof(ca));
-	if (!certs_role_ok(role))
+	if (!renew && !certs_role_ok(role))
 		return fs_seterr("role '%s': must be aggregator, node or "
 				 "admin",
 		    role ? role : "");
@@ -750,13 +752,36 @@ int certs_issue_at(const char *dir, const char *role, const char *cn,
 		fs_seterr("name '%s' is reserved for the CA's own files", cn);
 		goto out;
 	}
-	if (certs_index_find(idx, cn) != NULL) {
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "certs"))
+	{
+		const char *c = certs_jstr(e, "cn");
+		if (c != NULL && strcmp(c, cn) == 0)
+			prev = e; /* the latest one */
+	}
+	if (renew) {
+		const char *ps;
+		if (prev == NULL) {
+			fs_seterr("%s: no certificate named '%s' to renew", dir,
+			    cn);
+			goto out;
+		}
+		role = certs_jstr(prev, "role");
+		ps = certs_jstr(prev, "san");
+		if (!certs_role_ok(role)) {
+			fs_seterr("%s/index.json: '%s' has no valid role", dir,
+			    cn);
+			goto out;
+		}
+		if (ps != NULL && ps[0] != '\0' && (san = strdup(ps)) == NULL)
+			goto oom;
+	} else if (prev != NULL) {
 		fs_seterr("%s: a certificate for '%s' was already issued "
-			  "(see index.json); pick another name",
+			  "(see index.json); pick another name, or `renew` it",
 		    dir, cn);
 		goto out;
 	}
-	if (certs_exists(crtp) || certs_exists(keyp) || certs_exists(pemp)) {
+	if (!renew &&
+	    (certs_exists(crtp) || certs_exists(keyp) || certs_exists(pemp))) {
 		fs_seterr("%s: %s.crt/.key/.pem already exist; refusing to "
 			  "overwrite",
 		    dir, cn);
@@ -782,7 +807,7 @@ int certs_issue_at(const char *dir, const char *role, const char *cn,
 	    !X509_set_pubkey(x, key))
 		goto ossl;
 
-	if (strcmp(role, "aggregator") == 0 && nsan == 0) {
+	if (san == NULL && strcmp(role, "aggregator") == 0 && nsan == 0) {
 		if (certs_san_add(&san, "DNS", "localhost") != 0 ||
 		    certs_san_add(&san, "IP", "127.0.0.1") != 0)
 			goto out;
@@ -816,6 +841,17 @@ int certs_issue_at(const char *dir, const char *role, const char *cn,
 		goto ossl;
 	certs_isotime(X509_get0_notBefore(x), before);
 	certs_isotime(X509_get0_notAfter(x), after);
+	if (renew) {
+		cJSON_ArrayForEach(e,
+		    cJSON_GetObjectItemCaseSensitive(idx, "certs"))
+		{
+			const char *c = certs_jstr(e, "cn");
+			if (c != NULL && strcmp(c, cn) == 0 &&
+			    !cJSON_HasObjectItem(e, "superseded_by"))
+				cJSON_AddStringToObject(e, "superseded_by",
+				    serial);
+		}
+	}
 	if ((e = cJSON_CreateObject()) == NULL)
 		goto oom;
 	cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(idx, "certs"), e);
@@ -852,6 +888,21 @@ out:
 	return rv;
 }
 
+int certs_issue_at(const char *dir, const char *role, const char *cn,
+    const char *const *dns, const char *const *ips, int not_before_days,
+    int days)
+{
+	return certs_issue_impl(dir, role, cn, dns, ips, not_before_days, days,
+	    0);
+}
+
+int certs_renew(const char *dir, const char *cn, int days)
+{
+	if (days < 1)
+		return fs_seterr("--days must be at least 1 (got %d)", days);
+	return certs_issue_impl(dir, NULL, cn, NULL, NULL, 0, days, 1);
+}
+
 int certs_issue(const char *dir, const char *role, const char *cn,
     const char *const *dns, const char *const *ips, int days)
 {
@@ -882,7 +933,7 @@ int certs_revoke(const char *dir, const char *cn, const char *reason)
 	char now_iso[32];
 	time_t now = time(NULL);
 	struct tm tm;
-	int lock = -1, rv = -1;
+	int lock = -1, rv = -1, nrev = 0;
 
 	memset(&ca, 0, sizeof(ca));
 	if (reason == NULL)
@@ -909,19 +960,28 @@ int certs_revoke(const char *dir, const char *cn, const char *reason)
 		    cn);
 		goto out;
 	}
-	st = certs_jstr(e, "status");
-	if (st != NULL && strcmp(st, "revoked") == 0) {
-		fs_seterr("'%s' is already revoked (since %s)", cn,
-		    certs_jstr(e, "revoked_at") ? certs_jstr(e, "revoked_at")
-						: "?");
-		goto out;
-	}
+	/* Every certificate of cn not yet revoked (a renewed CN has
+	 * several). */
 	gmtime_r(&now, &tm);
 	strftime(now_iso, sizeof(now_iso), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	cJSON_DeleteItemFromObjectCaseSensitive(e, "status");
-	cJSON_AddStringToObject(e, "status", "revoked");
-	cJSON_AddStringToObject(e, "revoked_at", now_iso);
-	cJSON_AddStringToObject(e, "reason", reason);
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "certs"))
+	{
+		const char *c = certs_jstr(e, "cn");
+		if (c == NULL || strcmp(c, cn) != 0)
+			continue;
+		st = certs_jstr(e, "status");
+		if (st != NULL && strcmp(st, "revoked") == 0)
+			continue;
+		cJSON_DeleteItemFromObjectCaseSensitive(e, "status");
+		cJSON_AddStringToObject(e, "status", "revoked");
+		cJSON_AddStringToObject(e, "revoked_at", now_iso);
+		cJSON_AddStringToObject(e, "reason", reason);
+		nrev++;
+	}
+	if (nrev == 0) {
+		fs_seterr("'%s' is already revoked", cn);
+		goto out;
+	}
 	/* CRL first: if the index write then fails, the certificate is
 	 * already refused and `revoke` can simply be run again. */
 	if (certs_bump_crl(idx) != 0 ||
@@ -1225,9 +1285,18 @@ static const char certs_help_issue[] =
     "             it --days may be <= 0, to make expired or not-yet-valid\n"
     "             certificates\n";
 
+static const char certs_help_renew[] =
+    "usage: fedseg certs renew --dir DIR --name CN [--days N]\n"
+    "Issues a new key and certificate for an existing CN, with the same\n"
+    "role and SANs (the identity in the federation is the CN, so it must\n"
+    "stay): DIR/CN.crt, .key and .pem are replaced. The previous\n"
+    "certificate stays valid until it expires or `revoke` (which revokes\n"
+    "every certificate of the CN) is run.\n"
+    "  --days N   validity in days (default 365)\n";
+
 static const char certs_help_revoke[] =
     "usage: fedseg certs revoke --dir DIR --name CN [--reason R]\n"
-    "Revokes CN: re-signs DIR/crl.pem (next update in 30 days) and marks\n"
+    "Revokes CN (every certificate issued to it): re-signs DIR/crl.pem (next update in 30 days) and marks\n"
     "it in index.json. Send SIGHUP to the aggregator to reload the CRL.\n"
     "  --reason R  unspecified (default), keyCompromise, caCompromise,\n"
     "              affiliationChanged, superseded, cessationOfOperation\n";
@@ -1248,6 +1317,7 @@ static const char certs_help[] =
     "usage: fedseg certs <command> [options]\n"
     "  init     create the federation CA\n"
     "  issue    issue a certificate (aggregator, node, admin)\n"
+    "  renew    new key + certificate for an existing CN\n"
     "  revoke   revoke a certificate (updates the CRL)\n"
     "  crl      re-sign the CRL before it expires\n"
     "  show     print a certificate, PEM bundle or CRL\n"
@@ -1371,6 +1441,42 @@ out:
 	return rv;
 }
 
+static int certs_cmd_renew(int argc, char **argv)
+{
+	static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+	    {"name", required_argument, 0, 'c'},
+	    {"days", required_argument, 0, 'n'},
+	    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+	const char *dir = NULL, *cn = NULL;
+	int days = CERTS_LEAF_DAYS, c;
+
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': dir = optarg; break;
+		case 'c': cn = optarg; break;
+		case 'n':
+			if (certs_int_arg("--days", optarg, 1, 36500, &days))
+				return 2;
+			break;
+		case 'h': fputs(certs_help_renew, stdout); return 0;
+		default: return certs_badopt("renew", argv, c);
+		}
+	}
+	if (optind < argc)
+		return certs_usage_err("renew", "unexpected argument");
+	if (dir == NULL || cn == NULL)
+		return certs_usage_err("renew", "--dir and --name are required");
+	if (certs_renew(dir, cn, days) != 0)
+		return certs_fail("renew");
+	printf("renewed '%s' (valid %d days): %s/%s.crt, .key, .pem replaced; "
+	       "the previous certificate stays valid until it expires or is "
+	       "revoked\n",
+	    cn, days, dir, cn);
+	return 0;
+}
+
 static int certs_cmd_revoke(int argc, char **argv)
 {
 	static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
@@ -1474,6 +1580,8 @@ int certs_main(int argc, char **argv)
 		return certs_cmd_init(argc - 1, argv + 1);
 	if (strcmp(cmd, "issue") == 0)
 		return certs_cmd_issue(argc - 1, argv + 1);
+	if (strcmp(cmd, "renew") == 0)
+		return certs_cmd_renew(argc - 1, argv + 1);
 	if (strcmp(cmd, "revoke") == 0)
 		return certs_cmd_revoke(argc - 1, argv + 1);
 	if (strcmp(cmd, "crl") == 0)
@@ -1481,7 +1589,7 @@ int certs_main(int argc, char **argv)
 	if (strcmp(cmd, "show") == 0)
 		return certs_cmd_show(argc - 1, argv + 1);
 	fprintf(stderr, "fedseg certs: unknown command '%s' (init, issue, "
-			"revoke, crl, show)\n",
+			"renew, revoke, crl, show)\n",
 	    cmd);
 	return 2;
 }

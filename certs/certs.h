@@ -9,6 +9,7 @@
  *   index.json           every certificate issued: serial, CN, role, expiry,
  *                        status (the CRL is rebuilt from it)
  *   <CN>.crt, <CN>.key (0600), <CN>.pem (cert + key, 0600; what nng wants)
+ *   .lock                serialises commands on the directory
  * See docs/security-pki.md.
  *
  * Errors follow base.h: 0 / -1 with fs_error(). Every file is written with
@@ -28,7 +29,7 @@ extern "C" {
 #define CERTS_LEAF_DAYS 365
 #define CERTS_CRL_DAYS 30
 
-/* `fedseg certs <init|issue|revoke|crl|show> ...`; argv[0] is "certs".
+/* `fedseg certs <init|issue|renew|revoke|crl|show> ...`; argv[0] is "certs".
  * Returns the process exit status (0 ok, 1 failure, 2 usage). */
 int certs_main(int argc, char **argv);
 
@@ -50,7 +51,13 @@ int certs_issue_at(const char *dir, const char *role, const char *cn,
     const char *const *dns, const char *const *ips, int not_before_days,
     int days);
 
-/* Revokes cn: marks it in the index and re-signs the CRL. reason is NULL
+/* Issues a new key + certificate for a cn already in the index, with the
+ * role and SAN of its latest certificate (the CN is the node's identity in
+ * the federation, so a renewal keeps it). Replaces dir/<cn>.crt/.key/.pem;
+ * the previous certificate stays valid until it expires or is revoked. */
+int certs_renew(const char *dir, const char *cn, int days);
+
+/* Revokes cn (every certificate issued to it): marks it in the index and re-signs the CRL. reason is NULL
  * or one of: unspecified, keyCompromise, caCompromise, affiliationChanged,
  * superseded, cessationOfOperation. Revoking twice is an error. */
 int certs_revoke(const char *dir, const char *cn, const char *reason);

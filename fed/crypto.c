@@ -362,6 +362,27 @@ double fed_cert_days_left(const char *path)
 	return rv;
 }
 
+double fed_crl_days_left(const char *path)
+{
+	BIO *b = BIO_new_file(path, "r");
+	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+	const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
+	int days = 0, secs = 0;
+	double rv = -1e9;
+
+	if (crl == NULL)
+		fed_osslerr("%s: no PEM CRL", path);
+	else if (next == NULL)
+		fs_seterr("%s: CRL has no nextUpdate", path);
+	else if (!ASN1_TIME_diff(&days, &secs, NULL, next))
+		fed_osslerr("%s: bad nextUpdate", path);
+	else
+		rv = days + secs / 86400.0;
+	X509_CRL_free(crl);
+	BIO_free(b);
+	return rv;
+}
+
 /* ------------------------------------------------------------------ */
 /* Trust store */
 

@@ -69,6 +69,10 @@ int fed_verify(const char *pem, size_t n, const void *msg, size_t msglen,
 /* Days until the PEM certificate at path expires (negative if expired);
  * used for warnings at start. -1e9 on error. */
 double fed_cert_days_left(const char *path);
+/* Days until the PEM CRL at path must be replaced (its nextUpdate;
+ * negative once passed, when every verifier - fed_trust and mbedTLS in nng
+ * alike - refuses every certificate). -1e9 on error (fs_error). */
+double fed_crl_days_left(const char *path);
 
 #ifdef __cplusplus
 }

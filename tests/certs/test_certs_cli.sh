@@ -43,7 +43,7 @@ lacks() {
 }
 
 # --help on every command
-for c in init issue revoke crl show; do
+for c in init issue renew revoke crl show; do
 	check "$c --help" "$CERTS" "$c" --help
 	contains "$T/out" "usage: fedseg certs $c" "$c --help prints usage"
 done
@@ -167,6 +167,33 @@ if [ "$((0x$(crlnum)))" -eq "$((0x$after + 1))" ]; then ok "renew bumps crlNumbe
 if openssl verify -CAfile "$D/ca.crt" -crl_check -CRLfile "$D/crl.pem" "$D/site-a.crt" >/dev/null 2>&1; then
 	bad "site-a verifies after CRL renewal"
 else ok "site-a still revoked after CRL renewal"; fi
+
+# renew: same CN, role and SAN; new key and serial; revoke takes both
+old_serial=$(openssl x509 -in "$D/site-b.crt" -noout -serial)
+old_key=$(openssl pkey -in "$D/site-b.key" -pubout)
+check "renew site-b" "$CERTS" renew --dir "$D" --name site-b --days 20
+mode_is "$D/site-b.key" 600
+mode_is "$D/site-b.pem" 600
+if [ "$(openssl x509 -in "$D/site-b.crt" -noout -serial)" != "$old_serial" ] &&
+	[ "$(openssl pkey -in "$D/site-b.key" -pubout)" != "$old_key" ]; then
+	ok "renewal has a new serial and a new key"
+else bad "renewal kept the serial or the key"; fi
+openssl x509 -in "$D/site-b.crt" -noout -text >"$T/b2.txt" 2>&1
+contains "$T/b2.txt" "OU = node, CN = site-b" "renewal keeps CN and role"
+contains "$T/b2.txt" "DNS:b.example.org, IP Address:10.0.0.7" "renewal keeps the SAN"
+check "renewed site-b verifies" openssl verify -CAfile "$D/ca.crt" -crl_check -CRLfile "$D/crl.pem" "$D/site-b.crt"
+cp "$D/site-b.crt" "$T/site-b-2.crt"
+refuse "renew an unknown CN" "$CERTS" renew --dir "$D" --name nobody
+check "revoke a renewed CN" "$CERTS" revoke --dir "$D" --name site-b
+if openssl verify -CAfile "$D/ca.crt" -crl_check -CRLfile "$D/crl.pem" "$T/site-b-2.crt" >/dev/null 2>&1; then
+	bad "renewed site-b verifies after revoke"; else ok "renewed site-b revoked"; fi
+check "index.json: both site-b certificates revoked" python3 -c "
+import json,sys
+d=json.load(open(sys.argv[1]))
+e=[c for c in d['certs'] if c['cn']=='site-b']
+assert len(e)==2 and all(c['status']=='revoked' for c in e), e
+assert e[0]['superseded_by']==e[1]['serial']
+" "$D/index.json"
 
 # test-only validity windows
 check "issue an expired certificate (testing option)" "$CERTS" issue --dir "$D" --role node --name old --not-before-days -10 --days -1
