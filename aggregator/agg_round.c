@@ -61,7 +61,7 @@ save_model(agg *a, const float *w, uint32_t version, const uint8_t d[32],
 	if (sh == NULL)
 		return fs_seterr("out of memory");
 	fed_hex(sig, siglen, sh);
-	const char *kv[] = { "fedseg.round", rs, "fedseg.version", rs,
+	const char *kv[] = { "fedseg.round", rs, "fedseg.model_version", rs,
 		"fedseg.digest", dh, "fedseg.parent_digest", ph,
 		"fedseg.strategy", a->cfg.strategy, "fedseg.contributors",
 		contributors, "fedseg.signature", sh, "fedseg.signer",

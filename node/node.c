@@ -441,7 +441,7 @@ global_accept(node *nd, uint32_t version, const ProtobufCBinaryData *w,
 	if (sh == NULL)
 		return fs_seterr("out of memory");
 	fed_hex(sig->data, sig->len, sh);
-	const char *kv[] = { "fedseg.round", vs, "fedseg.version", vs,
+	const char *kv[] = { "fedseg.round", vs, "fedseg.model_version", vs,
 		"fedseg.digest", dh, "fedseg.signature", sh,
 		"fedseg.aggregator", nd->cfg.aggregator, NULL };
 	int rv = fs_path(path, sizeof path, "%s/global.safetensors",
