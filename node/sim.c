@@ -431,7 +431,7 @@ int sim_main(int argc, char **argv)
 	dice3 *dfed = NULL, *dcen = NULL;
 	model_net *net = NULL;
 	ledger_watch lw;
-	char w[PATH_MAX], self[PATH_MAX], agg_bin[PATH_MAX], path[PATH_MAX];
+	char w[PATH_MAX - 64], self[PATH_MAX], agg_bin[PATH_MAX], path[PATH_MAX];
 	int ntrain = 0, nheld = 0, nloaded = 0, rc = 1, c, total = 0;
 	double t0, tprev;
 	float *fw = NULL;
@@ -563,8 +563,8 @@ int sim_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (realpath(w, path) != NULL)
-		snprintf(w, sizeof(w), "%s", path);
+	if (realpath(w, path) != NULL && strlen(path) < sizeof(w))
+		memcpy(w, path, strlen(path) + 1);
 	printf("fedseg sim: %d sites, %d rounds x %d local steps, %d training "
 	    "cases, %d held out; work folder %s\n", o.sites, o.rounds, o.steps,
 	    ntrain, nheld, w);

@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential cmake pkg-config
 libtorch-dev libopenblas0-pthread
 libnng-dev libprotobuf-c-dev protobuf-c-compiler
-libssl-dev libnifti2-dev zlib1g-dev libcjson-dev
+libssl-dev openssl libnifti2-dev zlib1g-dev libcjson-dev
 python3-numpy python3-nibabel python3-torch"
 missing=""
 for p in $PKGS; do
