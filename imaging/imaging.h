@@ -135,6 +135,16 @@ typedef struct {
 int img_metrics_compute(const uint8_t *pred, const uint8_t *ref, int nx,
     int ny, int nz, const double sp[3], img_metrics *out);
 
+/* ---- additions by the imaging room ---- */
+
+/* Reads a label file (any datatype; values must be integers 0..255 after
+ * scaling, else an error naming the file and value) into a malloc'd
+ * uint8 buffer *lab (caller frees). If vol is not NULL it receives the
+ * volume's grid and header (data NULL; free with img_volume_free). */
+int img_labels_read(const char *path, uint8_t **lab, img_volume *vol);
+/* "brats2013", "brats2017", "brats2023"; "guess" for -1. Static string. */
+const char *img_label_conv_name(int conv);
+
 #ifdef __cplusplus
 }
 #endif
