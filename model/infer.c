@@ -52,6 +52,18 @@ static int axis_positions(int dim, int w, double overlap, int *pos)
 	return n;
 }
 
+void model_infer_plan(const model_spec *sp, const model_infer_opts *o,
+    int cx, int cy, int cz, int win[3], int *nwin)
+{
+	int div = model_spec_divisor(sp), pos[64];
+	win[0] = axis_window(cx, o->window, div);
+	win[1] = axis_window(cy, o->window, div);
+	win[2] = axis_window(cz, o->window, div);
+	*nwin = axis_positions(cx, win[0], o->overlap, pos) *
+	    axis_positions(cy, win[1], o->overlap, pos) *
+	    axis_positions(cz, win[2], o->overlap, pos);
+}
+
 static float *gaussian_map(int wx, int wy, int wz)
 {
 	float *g = malloc((size_t)wx * wy * wz * sizeof(float));

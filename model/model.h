@@ -82,6 +82,22 @@ int model_weights_save(const char *path, const model_spec *spec,
 int model_weights_load(const char *path, model_spec *spec, float **w,
     char **meta_json);
 
+/* One convolution of the forward pass at a given input size (benchmarks
+ * count FLOPs and time the same convolutions bare). */
+typedef struct {
+	int cin, cout, k, stride, transposed;
+	int in[3];    /* input D, H, W */
+	int out[3];   /* output D, H, W */
+	double flops; /* 2 * cin * cout * k^3 * output voxels (per sample) */
+} model_conv_shape;
+
+/* Lists the convolutions of one forward pass for an input of d x h x w
+ * voxels (multiples of the divisor) into out[max]; returns the count. */
+int model_conv_layers(const model_spec *spec, int d, int h, int w,
+    model_conv_shape *out, int max);
+/* FLOPs of one forward pass (convolutions only) for one sample. */
+double model_forward_flops(const model_spec *spec, int d, int h, int w);
+
 /* ---- the network over libtorch (fedseg_model) ---- */
 
 typedef struct model_net model_net;
@@ -131,6 +147,11 @@ typedef struct {
 } model_infer_opts;
 
 model_infer_opts model_infer_opts_default(void);
+
+/* The sliding-window plan for a cropped case of cx*cy*cz voxels: window
+ * edges (win = {wx, wy, wz}) and the number of windows. */
+void model_infer_plan(const model_spec *spec, const model_infer_opts *opts,
+    int cx, int cy, int cz, int win[3], int *nwin);
 
 /* Segments a loaded case: labels receives the internal classes
  * (0 bg, 1 NCR, 2 ED, 3 ET) on the case's full input grid

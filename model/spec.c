@@ -298,3 +298,56 @@ void model_init_weights(const model_table *tab, uint64_t seed, float *w)
 		}
 	}
 }
+
+static void conv_add(model_conv_shape *out, int max, int *n, int cin, int cout,
+    int k, int stride, int transposed, const int in[3], int o[3])
+{
+	model_conv_shape c;
+	double vox = 1;
+	c.cin = cin, c.cout = cout, c.k = k, c.stride = stride;
+	c.transposed = transposed;
+	for (int i = 0; i < 3; i++) {
+		c.in[i] = in[i];
+		c.out[i] = transposed ? in[i] * stride : (in[i] + stride - 1) / stride;
+		o[i] = c.out[i];
+		vox *= c.out[i];
+	}
+	/* A stride-2 kernel-2 transposed conv touches each output once. */
+	c.flops = 2.0 * cin * cout * (transposed ? 1.0 : (double)k * k * k) * vox;
+	if (*n < max)
+		out[*n] = c;
+	(*n)++;
+}
+
+int model_conv_layers(const model_spec *s, int d, int h, int w,
+    model_conv_shape *out, int max)
+{
+	int n = 0, cur[3] = {d, h, w}, nxt[3];
+	for (int i = 0; i < s->depth; i++) {
+		int ci = i == 0 ? s->nmod : model_level_channels(s, i - 1);
+		int co = model_level_channels(s, i);
+		conv_add(out, max, &n, ci, co, 3, i == 0 ? 1 : 2, 0, cur, nxt);
+		memcpy(cur, nxt, sizeof(cur));
+		conv_add(out, max, &n, co, co, 3, 1, 0, cur, nxt);
+	}
+	for (int i = s->depth - 2; i >= 0; i--) {
+		int cu = model_level_channels(s, i + 1), c = model_level_channels(s, i);
+		conv_add(out, max, &n, cu, c, 2, 2, 1, cur, nxt);
+		memcpy(cur, nxt, sizeof(cur));
+		conv_add(out, max, &n, 2 * c, c, 3, 1, 0, cur, nxt);
+		conv_add(out, max, &n, c, c, 3, 1, 0, cur, nxt);
+	}
+	conv_add(out, max, &n, model_level_channels(s, 0), s->num_classes, 1, 1, 0,
+	    cur, nxt);
+	return n;
+}
+
+double model_forward_flops(const model_spec *s, int d, int h, int w)
+{
+	model_conv_shape l[4 * MODEL_MAX_DEPTH + 4];
+	int n = model_conv_layers(s, d, h, w, l, 4 * MODEL_MAX_DEPTH + 4);
+	double f = 0;
+	for (int i = 0; i < n; i++)
+		f += l[i].flops;
+	return f;
+}
