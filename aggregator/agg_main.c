@@ -89,20 +89,32 @@ teardown(agg *a)
 }
 
 /* Waits for signals until asked to stop; returns the signal or 0. */
+static void
+reload_crl(agg *a, fed_server *srv)
+{
+	fed_tls_paths tls = { a->cfg.cert, a->cfg.ca,
+		a->cfg.crl[0] ? a->cfg.crl : NULL };
+	pthread_mutex_lock(&a->trust_mu);
+	int rv = fed_trust_reload_crl(a->trust);
+	pthread_mutex_unlock(&a->trust_mu);
+	if (rv == 0)
+		rv = fed_server_reload_tls(srv, &tls);
+	if (rv == 0)
+		fs_log(FS_LOG_INFO, "AGG-CRL", "CRL reloaded (messages and "
+		    "TLS handshakes)");
+	else
+		fs_log(FS_LOG_WARN, "AGG-CRL", "CRL reload failed: %s",
+		    fs_error());
+}
+
 static int
-signal_loop(agg *a, const sigset_t *set)
+signal_loop(agg *a, fed_server *srv, const sigset_t *set)
 {
 	struct timespec ts = { 0, 200 * 1000000L };
 	while (!a->stop) {
 		int sig = sigtimedwait(set, NULL, &ts);
 		if (sig == SIGHUP) {
-			pthread_mutex_lock(&a->trust_mu);
-			if (fed_trust_reload_crl(a->trust) == 0)
-				fs_log(FS_LOG_INFO, "AGG-CRL", "CRL reloaded");
-			else
-				fs_log(FS_LOG_WARN, "AGG-CRL", "CRL reload "
-				    "failed, old one kept: %s", fs_error());
-			pthread_mutex_unlock(&a->trust_mu);
+			reload_crl(a, srv);
 		} else if (sig == SIGINT || sig == SIGTERM) {
 			fs_log(FS_LOG_INFO, "AGG-STOP", "signal %d: stopping",
 			    sig);
@@ -138,7 +150,7 @@ run(agg *a)
 		fed_server_stop(srv);
 		return fs_seterr("cannot start the round thread");
 	}
-	signal_loop(a, &set);
+	signal_loop(a, srv, &set);
 	pthread_mutex_lock(&a->mu);
 	int failed = a->stop == 2;
 	a->stop = a->stop ? a->stop : 1;

@@ -264,6 +264,19 @@ fed_server_start(const char *url, const fed_tls_paths *tls, size_t max_msg,
 	return s;
 }
 
+int
+fed_server_reload_tls(fed_server *s, const fed_tls_paths *tls)
+{
+	void *cfg = NULL;
+	if (fed_tls_config(1, tls, &cfg) != 0)
+		return -1;
+	int e = nng_listener_set_ptr(s->listener, NNG_OPT_TLS_CONFIG, cfg);
+	nng_tls_config_free(cfg);
+	if (e != 0)
+		return fs_seterr("TLS config swap: %s", nng_strerror(e));
+	return 0;
+}
+
 void
 fed_server_stop(fed_server *s)
 {
@@ -300,7 +313,7 @@ struct fed_client {
 };
 
 static int
-client_dial(fed_client *c, const char *url, const fed_tls_paths *tls)
+dialer_new(fed_client *c, const char *url, const fed_tls_paths *tls)
 {
 	void *cfg = NULL;
 	int e;
@@ -317,7 +330,26 @@ client_dial(fed_client *c, const char *url, const fed_tls_paths *tls)
 	}
 	nng_dialer_set_ms(c->dialer, NNG_OPT_RECONNMINT, 200);
 	nng_dialer_set_ms(c->dialer, NNG_OPT_RECONNMAXT, 5000);
-	/* non-blocking: nng keeps redialling in the background */
+	return 0;
+}
+
+static int
+client_dial(fed_client *c, const char *url, const fed_tls_paths *tls)
+{
+	if (dialer_new(c, url, tls) != 0)
+		return -1;
+	/* A first synchronous dial reports a refused handshake clearly; when
+	 * the peer is simply not there yet, dial again in the background
+	 * (nng then keeps redialling by itself). */
+	int e = nng_dialer_start(c->dialer, 0);
+	if (e == NNG_ECRYPTO || e == NNG_ECONNSHUT || e == NNG_EPEERAUTH)
+		return fs_seterr("TLS handshake with %s refused (%s): check "
+		    "the certificate, CA and CRL", url, nng_strerror(e));
+	if (e == 0)
+		return 0;
+	nng_dialer_close(c->dialer);
+	if (dialer_new(c, url, tls) != 0)
+		return -1;
 	if ((e = nng_dialer_start(c->dialer, NNG_FLAG_NONBLOCK)) != 0)
 		return fs_seterr("dial %s: %s", url, nng_strerror(e));
 	return 0;

@@ -50,6 +50,11 @@ typedef struct fed_server fed_server;
 fed_server *fed_server_start(const char *url, const fed_tls_paths *tls,
     size_t max_msg, int ncontexts, int nworkers, fed_handler handler,
     void *user);
+/* Re-reads the TLS files (e.g. a new CRL on SIGHUP) and swaps the new
+ * config into the running listener; later handshakes use it (nng 1.5: the
+ * one accept already pending still uses the old config). On failure the
+ * old config stays. */
+int fed_server_reload_tls(fed_server *s, const fed_tls_paths *tls);
 /* Stops receiving, waits for workers to finish their current request,
  * closes the socket. Blocks; must not be called from a handler. NULL-safe. */
 void fed_server_stop(fed_server *s);
