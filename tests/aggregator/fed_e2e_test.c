@@ -16,6 +16,7 @@
 #include <cJSON.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,11 @@ static const char *node_cases[NNODES][3] = {
 static const int node_samples[NNODES] = { 1, 2, 3 };
 
 static char T[PATH_MAX];
+/* "restart" mode: 3 rounds, and the aggregator is killed with SIGKILL
+ * once round 1 is in the ledger, then started again: it must resume from
+ * its durable state and the nodes must reconnect and finish by themselves. */
+static int RESTART;
+static int ROUNDS = 2;
 
 static int
 setup_pki(void)
@@ -90,12 +96,12 @@ setup_aggregator(int port)
 	    " \"cert\": \"pki/aggregator.pem\", \"ca\": \"pki/ca.crt\",\n"
 	    " \"crl\": \"pki/crl.pem\", \"state_dir\": \"agg-state\",\n"
 	    " \"model\": {\"base\": 4, \"depth\": 2},\n"
-	    " \"seed\": 7, \"rounds\": 2, \"min_nodes\": 3, \"min_updates\": 3,\n"
+	    " \"seed\": 7, \"rounds\": %d, \"min_nodes\": 3, \"min_updates\": 3,\n"
 	    " \"round_deadline_s\": 600, \"codec\": \"f32\",\n"
 	    " \"strategy\": \"fedavg\", \"max_message_bytes\": 16777216,\n"
 	    " \"wait_ms\": 200,\n"
 	    " \"train\": {\"steps\": 2, \"lr\": 0.001, \"batch\": 1, "
-	    "\"patch\": 32}}\n", port);
+	    "\"patch\": 32}}\n", port, ROUNDS);
 	snprintf(p, sizeof p, "%s/agg.json", T);
 	return h_write(p, cfg);
 }
@@ -134,8 +140,8 @@ check_ledger(cJSON **rounds)
 	int n = 0;
 	snprintf(p, sizeof p, "%s/agg-state/ledger.jsonl", T);
 	T_PASS(fed_ledger_verify(p, &n));
-	T_OK(n == 3, "ledger: init line + 2 rounds, hash chain valid (%d "
-	    "lines)", n);
+	T_OK(n == ROUNDS + 1, "ledger: init line + %d rounds, hash chain "
+	    "valid (%d lines)", ROUNDS, n);
 	fed_ledger *l = fed_ledger_open(p);
 	T_OK(l != NULL, "ledger opens");
 	fed_ledger_close(l);
@@ -148,13 +154,13 @@ check_ledger(cJSON **rounds)
 	    line = strtok_r(NULL, "\n", &save)) {
 		cJSON *o = cJSON_Parse(line);
 		int r = cJSON_GetObjectItem(o, "round")->valueint;
-		if (r >= 0 && r <= 2)
+		if (r >= 0 && r <= ROUNDS)
 			rounds[r] = o;
 		else
 			cJSON_Delete(o);
 	}
 	free(text);
-	for (int r = 1; r <= 2; r++) {
+	for (int r = 1; r <= ROUNDS; r++) {
 		const cJSON *c = cJSON_GetObjectItem(rounds[r], "contributors");
 		T_OK(cJSON_GetArraySize(c) == NNODES, "round %d: %d "
 		    "contributors", r, cJSON_GetArraySize(c));
@@ -215,7 +221,9 @@ check_fedavg(size_t n)
 static void
 check_final(size_t n, cJSON *r2)
 {
-	float *g2 = load("%s/agg-state/models/round-0002.safetensors", "", NULL);
+	char last[64];
+	snprintf(last, sizeof last, "round-%04d", ROUNDS);
+	float *g2 = load("%s/agg-state/models/%s.safetensors", last, NULL);
 	char pem_path[PATH_MAX + 64], *pem = NULL;
 	size_t pl = 0;
 	snprintf(pem_path, sizeof pem_path, "%s/pki/aggregator.crt", T);
@@ -242,14 +250,14 @@ check_final(size_t n, cJSON *r2)
 		size_t sl = strlen(sh) / 2;
 		for (size_t k = 0; k < sl && k < sizeof sig; k++)
 			sscanf(sh + 2 * k, "%2hhx", &sig[k]);
-		size_t tl = fed_sigtext_model(text, d, 3, 2);
-		T_OK(strcmp(ver, "2") == 0 &&
+		size_t tl = fed_sigtext_model(text, d, ROUNDS + 1, ROUNDS);
+		T_OK(atoi(ver) == ROUNDS &&
 		    memcmp(w, g2, n * sizeof(float)) == 0 &&
 		    strcmp(dh, want) == 0,
-		    "%s holds global version %s = aggregator's round 2 "
+		    "%s holds global version %s = aggregator's last round "
 		    "(digest %.12s...)", node_cn[i], ver, dh);
 		T_OK(fed_verify(pem, pl, text, tl, sig, sl) == 0,
-		    "%s: aggregator signature on the round-2 model verifies",
+		    "%s: aggregator signature on the final model verifies",
 		    node_cn[i]);
 		cJSON_Delete(m);
 		free(meta);
@@ -260,18 +268,51 @@ check_final(size_t n, cJSON *r2)
 }
 
 static int
+ledger_lines(void)
+{
+	char p[PATH_MAX + 64], *text = NULL;
+	size_t n = 0;
+	int lines = 0;
+	snprintf(p, sizeof p, "%s/agg-state/ledger.jsonl", T);
+	if (fs_read_file(p, 1 << 24, (void **)&text, &n) != 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		lines += text[i] == '\n';
+	free(text);
+	return lines;
+}
+
+static int
+kill_and_restart(pid_t *ap, char **aargv, const char *log)
+{
+	double t0 = fs_now();
+	while (ledger_lines() < 2 && fs_now() - t0 < 300)
+		usleep(20000);
+	T_OK(ledger_lines() >= 2, "round 1 closed before the kill");
+	kill(*ap, SIGKILL);
+	h_wait(*ap, 10);
+	int at = ledger_lines();
+	printf("aggregator killed (SIGKILL) with %d ledger line(s); "
+	    "restarting\n", at);
+	usleep(500000);
+	*ap = h_spawn(aargv, log);
+	return *ap > 0 ? 0 : -1;
+}
+
+static int
 run_federation(void)
 {
 	char agg_bin[PATH_MAX], node_bin[PATH_MAX], log[PATH_MAX + 64];
+	char alog[PATH_MAX + 64];
 	char cfg[NNODES][PATH_MAX + 64], acfg[PATH_MAX + 64];
 	pid_t np[NNODES], ap;
 	snprintf(agg_bin, sizeof agg_bin, "%s/aggregator/fedseg-aggregator",
 	    h_bin());
 	snprintf(node_bin, sizeof node_bin, "%s/node/fedseg", h_bin());
 	snprintf(acfg, sizeof acfg, "%s/agg.json", T);
-	snprintf(log, sizeof log, "%s/aggregator.log", T);
+	snprintf(alog, sizeof alog, "%s/aggregator.log", T);
 	char *aargv[] = { agg_bin, "--config", acfg, "--exit-when-done", NULL };
-	ap = h_spawn(aargv, log);
+	ap = h_spawn(aargv, alog);
 	for (int i = 0; i < NNODES; i++) {
 		snprintf(cfg[i], sizeof cfg[i], "%s/%s/node.json", T,
 		    node_cn[i]);
@@ -280,6 +321,8 @@ run_federation(void)
 		np[i] = h_spawn(nargv, log);
 	}
 	int ok = 1;
+	if (RESTART && kill_and_restart(&ap, aargv, alog) != 0)
+		ok = 0;
 	for (int i = 0; i < NNODES; i++) {
 		int st = h_wait(np[i], 600);
 		snprintf(log, sizeof log, "%s/%s.log", T, node_cn[i]);
@@ -302,9 +345,13 @@ run_federation(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	char p[PATH_MAX + 64];
+	if (argc > 1 && strcmp(argv[1], "restart") == 0) {
+		RESTART = 1;
+		ROUNDS = 3;
+	}
 	if (h_bin() == NULL) {
 		printf("FAIL: FEDSEG_BIN not set (run through ctest)\n");
 		return 1;
@@ -328,11 +375,11 @@ main(void)
 		printf("federation of 3 nodes x 2 rounds took %.1f s\n",
 		    fs_now() - t0);
 		size_t n = model_size();
-		cJSON *rounds[3] = { NULL, NULL, NULL };
+		cJSON *rounds[4] = { NULL, NULL, NULL, NULL };
 		check_ledger(rounds);
 		check_fedavg(n);
-		check_final(n, rounds[2]);
-		for (int r = 0; r < 3; r++)
+		check_final(n, rounds[ROUNDS]);
+		for (int r = 0; r <= ROUNDS; r++)
 			cJSON_Delete(rounds[r]);
 	}
 	if (t_fails == 0)
