@@ -46,6 +46,9 @@ static char T[PATH_MAX];
  * its durable state and the nodes must reconnect and finish by themselves. */
 static int RESTART;
 static int ROUNDS = 2;
+/* "q8" mode: updates in q8; the FedAvg check then allows the q8 error and
+ * the ledger's update sizes must be <= 26% of f32. */
+static const char *CODEC = "f32";
 
 static int
 setup_pki(void)
@@ -97,11 +100,11 @@ setup_aggregator(int port)
 	    " \"crl\": \"pki/crl.pem\", \"state_dir\": \"agg-state\",\n"
 	    " \"model\": {\"base\": 4, \"depth\": 2},\n"
 	    " \"seed\": 7, \"rounds\": %d, \"min_nodes\": 3, \"min_updates\": 3,\n"
-	    " \"round_deadline_s\": 600, \"codec\": \"f32\",\n"
+	    " \"round_deadline_s\": 600, \"codec\": \"%s\",\n"
 	    " \"strategy\": \"fedavg\", \"max_message_bytes\": 16777216,\n"
 	    " \"wait_ms\": 200,\n"
 	    " \"train\": {\"steps\": 2, \"lr\": 0.001, \"batch\": 1, "
-	    "\"patch\": 32}}\n", port, ROUNDS);
+	    "\"patch\": 32}}\n", port, ROUNDS, CODEC);
 	snprintf(p, sizeof p, "%s/agg.json", T);
 	return h_write(p, cfg);
 }
@@ -132,6 +135,8 @@ model_size(void)
 	model_table_free(&t);
 	return n;
 }
+
+static size_t model_size(void);
 
 static void
 check_ledger(cJSON **rounds)
@@ -175,6 +180,14 @@ check_ledger(cJSON **rounds)
 					seen |= 1 << i;
 		}
 		T_OK(seen == 7, "round %d: site-a/b/c with 1/2/3 samples", r);
+		double bytes = 0;
+		cJSON_ArrayForEach(e, c)
+			bytes = fmax(bytes, cJSON_GetObjectItem(e,
+			    "update_bytes")->valuedouble);
+		double f32 = 84.0 + 4.0 * (double)model_size();
+		double lim = strcmp(CODEC, "q8") == 0 ? 0.26 : 1.0;
+		T_OK(bytes <= lim * f32, "round %d: updates of %.0f bytes = "
+		    "%.1f%% of f32 (%s)", r, bytes, 100 * bytes / f32, CODEC);
 		const char *par = cJSON_GetObjectItem(rounds[r],
 		    "parent_digest")->valuestring;
 		const char *prev = cJSON_GetObjectItem(rounds[r - 1],
@@ -200,16 +213,23 @@ check_fedavg(size_t n)
 		T_OK(0, "models of round 1 present");
 		return;
 	}
+	double dmax = 0; /* largest |delta| of any node */
 	for (size_t k = 0; k < n; k++) {
 		double m = 0;
-		for (int i = 0; i < NNODES; i++)
+		for (int i = 0; i < NNODES; i++) {
 			m += node_samples[i] * (double)loc[i][k];
+			dmax = fmax(dmax, fabs((double)loc[i][k] - g0[k]));
+		}
 		m /= tot;
 		maxerr = fmax(maxerr, fabs(m - g1[k]) / (1 + fabs(m)));
 		moved = fmax(moved, fabs((double)g1[k] - g0[k]));
 	}
-	T_OK(maxerr < 1e-5, "round-1 global = sample-weighted mean of the 3 "
-	    "local models (max rel err %.2g)", maxerr);
+	/* q8: each delta is off by <= its chunk max / 254 <= dmax / 254, and
+	 * so is their weighted mean */
+	double tol = strcmp(CODEC, "q8") == 0 ? dmax / 254 * 1.001 + 1e-6 : 1e-5;
+	T_OK(maxerr < tol, "round-1 global = sample-weighted mean of the 3 "
+	    "local models (%s: max err %.2g, tolerance %.2g)", CODEC, maxerr,
+	    tol);
 	T_OK(moved > 1e-6, "training moved the weights (max |g1-g0| %.3g)",
 	    moved);
 	free(g0);
@@ -351,6 +371,8 @@ main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "restart") == 0) {
 		RESTART = 1;
 		ROUNDS = 3;
+	} else if (argc > 1 && strcmp(argv[1], "q8") == 0) {
+		CODEC = "q8";
 	}
 	if (h_bin() == NULL) {
 		printf("FAIL: FEDSEG_BIN not set (run through ctest)\n");
