@@ -74,6 +74,7 @@ typedef struct agg {
 	int nselected;
 	double bytes_out;            /* Task bytes sent this round */
 	double deadline;             /* fs_now() at which the round may close */
+	int deadline_warned;         /* logged "deadline passed, too few" */
 	double done_at;
 } agg;
 

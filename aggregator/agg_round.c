@@ -260,6 +260,7 @@ round_open(agg *a)
 	a->bytes_out = 0;
 	memset(a->acc, 0, a->n * sizeof(double));
 	a->deadline = fs_now() + a->cfg.round_deadline_s;
+	a->deadline_warned = 0;
 	a->phase = AGG_TRAINING;
 	fs_log(FS_LOG_INFO, "AGG-ROUND", "round %u open: %d node(s) selected, "
 	    "deadline %.0f s", a->round, a->nselected,
@@ -275,6 +276,12 @@ round_ready(agg *a)
 		return 0;
 	if (a->ncontrib >= a->cfg.min_updates)
 		return 1;
+	if (!a->deadline_warned) {
+		a->deadline_warned = 1;
+		fs_log(FS_LOG_WARN, "AGG-DEADLINE", "round %u: deadline passed "
+		    "with %d update(s), %d needed; waiting for more", a->round,
+		    a->ncontrib, a->cfg.min_updates);
+	}
 	return 0;
 }
 
