@@ -102,15 +102,23 @@ int model_net_get_weights(const model_net *net, float *w)
 	return 0;
 }
 
-/* conv -> instance norm (affine) -> leaky ReLU, consuming 3 parameters. */
+/* conv -> instance norm (affine) -> leaky ReLU (in place), consuming 3
+ * parameters. Intermediates are freed as soon as they are used (autograd
+ * keeps what backward needs), so peak memory is a few activations, not all
+ * of them; drop_in also frees the input. */
 static tc_tensor *block(model_net *net, tc_scope *s, tc_tensor *x, int *pi,
-    int stride)
+    int stride, int drop_in)
 {
 	tc_tensor **p = net->p + *pi;
+	tc_tensor *c, *n;
 	*pi += 3;
-	return tc_leaky_relu(s, tc_instance_norm(s,
-	    tc_conv3d(s, x, p[0], NULL, stride, 1), p[1], p[2], NORM_EPS),
-	    LRELU_SLOPE);
+	c = tc_conv3d(s, x, p[0], NULL, stride, 1);
+	if (drop_in && c != NULL)
+		tc_scope_drop(s, x);
+	n = tc_instance_norm(s, c, p[1], p[2], NORM_EPS);
+	if (n != NULL)
+		tc_scope_drop(s, c);
+	return tc_leaky_relu_inplace(n, LRELU_SLOPE);
 }
 
 tc_tensor *model_forward(model_net *net, tc_scope *s, tc_tensor *x)
@@ -120,8 +128,9 @@ tc_tensor *model_forward(model_net *net, tc_scope *s, tc_tensor *x)
 	int pi = 0;
 
 	for (int i = 0; i < sp->depth; i++) {
-		x = block(net, s, x, &pi, i == 0 ? 1 : 2);
-		x = block(net, s, x, &pi, 1);
+		/* The network input and the skips stay alive. */
+		x = block(net, s, x, &pi, i == 0 ? 1 : 2, 0);
+		x = block(net, s, x, &pi, 1, 1);
 		skip[i] = x;
 	}
 	for (int i = sp->depth - 2; i >= 0; i--) {
@@ -129,12 +138,24 @@ tc_tensor *model_forward(model_net *net, tc_scope *s, tc_tensor *x)
 		tc_tensor *up = tc_conv_transpose3d(s, x, p[0], p[1], 2, 0);
 		tc_tensor *pair[2] = {up, skip[i]};
 		pi += 2;
-		x = up ? tc_cat(s, pair, 2, 1) : NULL;
-		x = block(net, s, x, &pi, 1);
-		x = block(net, s, x, &pi, 1);
+		if (up == NULL)
+			return NULL;
+		tc_scope_drop(s, x);
+		x = tc_cat(s, pair, 2, 1);
+		if (x == NULL)
+			return NULL;
+		tc_scope_drop(s, up);
+		tc_scope_drop(s, skip[i]);
+		x = block(net, s, x, &pi, 1, 1);
+		x = block(net, s, x, &pi, 1, 1);
 	}
-	x = tc_conv3d(s, x, net->p[pi], net->p[pi + 1], 1, 0);
-	if (x == NULL)
-		fs_seterr("forward: %s", tc_last_error());
-	return x;
+	{
+		tc_tensor *y = tc_conv3d(s, x, net->p[pi], net->p[pi + 1], 1, 0);
+		if (y == NULL) {
+			fs_seterr("forward: %s", tc_last_error());
+			return NULL;
+		}
+		tc_scope_drop(s, x);
+		return y;
+	}
 }

@@ -97,6 +97,9 @@ tc_scope *tc_scope_create(void);
 void tc_scope_reset(tc_scope *s);
 /* Frees all tensors and the scope itself. NULL is accepted. */
 void tc_scope_destroy(tc_scope *s);
+/* Frees one scope-owned tensor now (inference frees intermediates as it
+ * goes, to bound memory). t must not be used afterwards. */
+void tc_scope_drop(tc_scope *s, tc_tensor *t);
 /* Number of live tensors owned by the scope (for tests and leak checks). */
 size_t tc_scope_size(const tc_scope *s);
 
@@ -167,6 +170,9 @@ tc_tensor *tc_conv_transpose3d(tc_scope *s, const tc_tensor *x,
 tc_tensor *tc_instance_norm(tc_scope *s, const tc_tensor *x,
     const tc_tensor *gamma, const tc_tensor *beta, double eps);
 tc_tensor *tc_leaky_relu(tc_scope *s, const tc_tensor *x, double slope);
+/* In place: x = leaky_relu(x); returns x (no new tensor). Autograd-safe
+ * after ops that do not need their output for backward (conv, norm). */
+tc_tensor *tc_leaky_relu_inplace(tc_tensor *x, double slope);
 tc_tensor *tc_relu(tc_scope *s, const tc_tensor *x);
 tc_tensor *tc_sigmoid(tc_scope *s, const tc_tensor *x);
 tc_tensor *tc_max_pool3d(tc_scope *s, const tc_tensor *x, int kernel, int stride);
