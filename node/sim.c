@@ -615,7 +615,7 @@ int sim_main(int argc, char **argv)
 	}
 	{
 		char log[PATH_MAX];
-		char *aargv[] = {agg_bin, "--config", "agg.json", NULL};
+		char *aargv[] = {agg_bin, "--config", "agg.json", "--exit-when-done", NULL};
 		snprintf(log, sizeof(log), "%s/logs/aggregator.log", w);
 		if (spawn("aggregator", log, aargv) != 0)
 			goto fail_err;
