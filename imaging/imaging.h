@@ -145,6 +145,11 @@ int img_labels_read(const char *path, uint8_t **lab, img_volume *vol);
 /* "brats2013", "brats2017", "brats2023"; "guess" for -1. Static string. */
 const char *img_label_conv_name(int conv);
 
+/* Writes a synthetic case <dir>/<id>/<id>_{t1,t1ce,t2,flair,seg}.nii.gz
+ * (BraTS 2017-2021 naming and labels) on an n x n x 2n/3 grid of 1 mm
+ * voxels; the tumour's place and size follow from seed. */
+int img_phantom_write(const char *dir, const char *id, int n, uint64_t seed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,3 +40,13 @@ finish() {
 	if [ $fails -ne 0 ]; then echo "$fails check(s) failed" >&2; exit 1; fi
 	echo "all checks passed"
 }
+# no_procs_in DIR: true when no process has DIR as its working directory
+# (fedseg sim runs its aggregator and nodes there).
+no_procs_in() {
+	local p d
+	for p in /proc/[0-9]*; do
+		d=$(readlink "$p/cwd" 2>/dev/null) || continue
+		if [ "$d" = "$1" ]; then echo "still running: $(tr '\0' ' ' < "$p/cmdline")" >&2; return 1; fi
+	done
+	return 0
+}
