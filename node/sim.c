@@ -71,8 +71,8 @@ static void sim_usage(FILE *f)
 	    "prints Dice (WT/TC/ET) for both.\n\n"
 	    "  --data DIR        dataset folder (repeatable)\n"
 	    "  --sites N         number of sites (default 3)\n"
-	    "  --rounds R        federated rounds (default 5)\n"
-	    "  --steps N         local steps per round (default 12)\n"
+	    "  --rounds R        federated rounds (default 8)\n"
+	    "  --steps N         local steps per round (default 20)\n"
 	    "  --holdout ID      a held-out case (repeatable; default: the last case)\n"
 	    "  --workdir W       where certificates, state and logs go (default: a new\n"
 	    "                    folder under /tmp; kept afterwards)\n"
@@ -439,7 +439,7 @@ int sim_main(int argc, char **argv)
 	memset(&o, 0, sizeof(o));
 	memset(ds, 0, sizeof(ds));
 	memset(&lw, 0, sizeof(lw));
-	o.sites = 3, o.rounds = 5, o.steps = 12, o.patch = 64, o.batch = 2;
+	o.sites = 3, o.rounds = 8, o.steps = 20, o.patch = 64, o.batch = 2;
 	o.lr = 3e-3, o.codec = "q8", o.central = 1, o.seed = 1;
 	o.spec = model_spec_default();
 	optind = 1;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The main job in one command: installs what is missing, builds, then runs a
 # whole federation on this machine (`fedseg sim`): 3 sites over mutual TLS on
-# loopback, 5 rounds, then federated vs centralised Dice on held-out cases.
+# loopback, 8 rounds of 20 local steps, then federated vs centralised Dice on held-out cases.
 # Uses the real BraTS cases in ../shared/data (or $FEDSEG_DATA) when they are
 # there, else synthetic phantoms it generates. Extra arguments go to sim.
 set -eu
