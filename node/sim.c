@@ -191,6 +191,12 @@ static int is_holdout(const sim_opts *o, const char *id)
 	return 0;
 }
 
+static void add_abs_path(cJSON *o, const char *key, const char *path)
+{
+	char abs[PATH_MAX];
+	cJSON_AddStringToObject(o, key, realpath(path, abs) ? abs : path);
+}
+
 /* Writes W/site-K/fedseg-manifest.json for each site: cases dealt round
  * robin (sorted by id, so the split is reproducible). */
 static int write_sites(const sim_opts *o, const char *w, img_case_ref **train,
@@ -205,11 +211,13 @@ static int write_sites(const sim_opts *o, const char *w, img_case_ref **train,
 			img_case_ref *r = train[i];
 			cJSON *c = cJSON_CreateObject();
 			cJSON_AddStringToObject(c, "id", r->id);
+			/* Absolute paths: the manifest resolves relative ones
+			 * against its own folder. */
 			for (int m = 0; m < IMG_NMOD; m++)
 				if (r->paths[m])
-					cJSON_AddStringToObject(c,
-					    img_modality_name(m), r->paths[m]);
-			cJSON_AddStringToObject(c, "label", r->label);
+					add_abs_path(c, img_modality_name(m),
+					    r->paths[m]);
+			add_abs_path(c, "label", r->label);
 			if (r->label_conv >= 0)
 				cJSON_AddStringToObject(c, "label_convention",
 				    r->label_conv == IMG_LABELS_BRATS2023 ?

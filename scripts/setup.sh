@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages fedseg needs to build and test.
 # Idempotent: does nothing (and prints nothing) when everything is present.
 set -eu
-PKGS="build-essential cmake pkg-config
+PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 libtorch-dev libopenblas0-pthread
 libnng-dev libprotobuf-c-dev protobuf-c-compiler
 libssl-dev openssl libnifti2-dev zlib1g-dev libcjson-dev

@@ -5,7 +5,9 @@
 need_data
 small="--sites 2 --rounds 2 --steps 2 --patch 32 --batch 1 --base 4 --depth 2 --threads 2"
 
-out=$("$FEDSEG" sim --data "$DATA/brats2021" --holdout BraTS2021_00019 $small \
+# A relative --data path (as the README's demo passes) must work too.
+rel=$(realpath --relative-to=. "$DATA/brats2021")
+out=$("$FEDSEG" sim --data "$rel" --holdout BraTS2021_00019 $small \
 	--workdir "$T/w1" 2>"$T/err1"); rc=$?
 echo "$out"
 check "sim exits 0" test $rc -eq 0
