@@ -41,7 +41,16 @@ typedef struct {
 	int min_updates;             /* updates needed to close at the deadline */
 	double round_deadline_s;     /* seconds from a round's opening */
 	int codec;                   /* fed_codec for updates */
-	char strategy[32];           /* "fedavg" */
+	char strategy[32];           /* "fedavg", "median", "trimmed_mean" */
+	double trim_fraction;        /* trimmed_mean: share cut at each end */
+	double clip_norm;            /* L2 bound on each update, 0 = off */
+	char server_optimizer[32];   /* "none", "fedavgm", "fedadam", "fedyogi" */
+	double server_lr;            /* global += server_lr * step */
+	double server_momentum;      /* fedavgm */
+	double beta1, beta2, tau;    /* fedadam / fedyogi */
+	double node_timeout_s;       /* silent sessions expire, 0 = never */
+	char allowed_nodes[4096];    /* CNs, '\n'-separated; "" = any */
+	int rate_per_s;              /* requests per node per second, 0 = off */
 	size_t max_message_bytes;    /* NNG_OPT_RECVMAXSZ, announced in JoinAck */
 	int contexts;                /* nng contexts (concurrent requests) */
 	int workers;                 /* handler threads */

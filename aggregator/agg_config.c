@@ -28,6 +28,15 @@ agg_config_default(void)
 	c.round_deadline_s = 3600;
 	c.codec = FED_CODEC_F32;
 	snprintf(c.strategy, sizeof c.strategy, "fedavg");
+	c.trim_fraction = 0.1;
+	snprintf(c.server_optimizer, sizeof c.server_optimizer, "none");
+	c.server_lr = 1.0;
+	c.server_momentum = 0.9;
+	c.beta1 = 0.9;
+	c.beta2 = 0.99;
+	c.tau = 1e-3;
+	c.node_timeout_s = 300;
+	c.rate_per_s = 20;
 	c.max_message_bytes = (size_t)512 << 20;
 	c.contexts = 16;
 	c.workers = 2;
@@ -69,6 +78,17 @@ static const key_def keys[] = {
 	{ "round_deadline_s", K_DBL, O(round_deadline_s), 0.1, 1e7, 0 },
 	{ "codec", K_CODEC, O(codec), 0, 0, 0 },
 	{ "strategy", K_STR, O(strategy), 0, 0, S(strategy) },
+	{ "trim_fraction", K_DBL, O(trim_fraction), 0, 0.49, 0 },
+	{ "clip_norm", K_DBL, O(clip_norm), 0, 1e12, 0 },
+	{ "server_optimizer", K_STR, O(server_optimizer), 0, 0,
+	    S(server_optimizer) },
+	{ "server_lr", K_DBL, O(server_lr), 1e-9, 1e3, 0 },
+	{ "server_momentum", K_DBL, O(server_momentum), 0, 0.9999, 0 },
+	{ "beta1", K_DBL, O(beta1), 0, 0.9999, 0 },
+	{ "beta2", K_DBL, O(beta2), 0, 0.999999, 0 },
+	{ "tau", K_DBL, O(tau), 1e-12, 10, 0 },
+	{ "node_timeout_s", K_DBL, O(node_timeout_s), 0, 1e7, 0 },
+	{ "rate_limit_per_s", K_INT, O(rate_per_s), 0, 1000000, 0 },
 	{ "max_message_bytes", K_SIZE, O(max_message_bytes), 4096,
 	    (double)((size_t)1 << 40), 0 },
 	{ "contexts", K_INT, O(contexts), 1, 1024, 0 },
@@ -207,6 +227,31 @@ load_table(const cJSON *obj, const key_def *t, agg_config *c,
 	return 0;
 }
 
+/* "allowed_nodes": ["site-a", "site-b"] -> "site-a\nsite-b". */
+static int
+load_allowed(const cJSON *v, agg_config *c)
+{
+	const cJSON *it;
+	size_t used = 0;
+	if (!cJSON_IsArray(v))
+		return fs_seterr("\"allowed_nodes\" must be a list of CNs");
+	c->allowed_nodes[0] = '\0';
+	cJSON_ArrayForEach(it, v) {
+		if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
+		    strchr(it->valuestring, '\n') != NULL)
+			return fs_seterr("\"allowed_nodes\": each entry must "
+			    "be a CN");
+		size_t l = strlen(it->valuestring);
+		if (used + l + 2 > sizeof c->allowed_nodes)
+			return fs_seterr("\"allowed_nodes\" is too long");
+		memcpy(c->allowed_nodes + used, it->valuestring, l);
+		used += l;
+		c->allowed_nodes[used++] = '\n';
+		c->allowed_nodes[used] = '\0';
+	}
+	return 0;
+}
+
 static int
 load_root(const cJSON *root, agg_config *c, const char *base)
 {
@@ -221,6 +266,9 @@ load_root(const cJSON *root, agg_config *c, const char *base)
 			if (!cJSON_IsObject(it))
 				return fs_seterr("\"train\" must be an object");
 			if (load_table(it, train_keys, c, base, "train.") != 0)
+				return -1;
+		} else if (strcmp(it->string, "allowed_nodes") == 0) {
+			if (load_allowed(it, c) != 0)
 				return -1;
 		} else if (it->string[0] == '_') {
 			continue; /* "_comment" and friends */
@@ -241,9 +289,17 @@ check_config(const agg_config *c)
 {
 	if (c->cert[0] == '\0' || c->ca[0] == '\0')
 		return fs_seterr("\"cert\" and \"ca\" are required");
-	if (strcmp(c->strategy, "fedavg") != 0)
-		return fs_seterr("strategy \"%s\" unsupported (fedavg)",
-		    c->strategy);
+	if (strcmp(c->strategy, "fedavg") != 0 &&
+	    strcmp(c->strategy, "median") != 0 &&
+	    strcmp(c->strategy, "trimmed_mean") != 0)
+		return fs_seterr("strategy \"%s\" unsupported (fedavg, "
+		    "median, trimmed_mean)", c->strategy);
+	if (strcmp(c->server_optimizer, "none") != 0 &&
+	    strcmp(c->server_optimizer, "fedavgm") != 0 &&
+	    strcmp(c->server_optimizer, "fedadam") != 0 &&
+	    strcmp(c->server_optimizer, "fedyogi") != 0)
+		return fs_seterr("server_optimizer \"%s\" unsupported (none, "
+		    "fedavgm, fedadam, fedyogi)", c->server_optimizer);
 	if (c->min_updates > c->min_nodes)
 		return fs_seterr("min_updates (%d) > min_nodes (%d)",
 		    c->min_updates, c->min_nodes);

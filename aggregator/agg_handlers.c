@@ -37,13 +37,31 @@ node_by_session(agg *a, const ProtobufCBinaryData *s)
 	if (s->len != FED_NONCE_LEN)
 		return NULL;
 	for (int i = 0; i < a->nnodes; i++)
-		if (memcmp(a->nodes[i].session, s->data, FED_NONCE_LEN) == 0)
+		if (a->nodes[i].has_session && memcmp(a->nodes[i].session,
+		    s->data, FED_NONCE_LEN) == 0)
 			return &a->nodes[i];
 	return NULL;
 }
 
 static int
-verify_cert(agg *a, const ProtobufCBinaryData *pem, char cn[FED_CN_MAX])
+allowed(const agg *a, const char *cn)
+{
+	const char *p = a->cfg.allowed_nodes;
+	size_t l = strlen(cn);
+	if (p[0] == '\0')
+		return 1;
+	while (*p) {
+		const char *e = strchr(p, '\n');
+		size_t k = e ? (size_t)(e - p) : strlen(p);
+		if (k == l && memcmp(p, cn, l) == 0)
+			return 1;
+		p += k + (e != NULL);
+	}
+	return 0;
+}
+
+int
+agg_update_cert(agg *a, const ProtobufCBinaryData *pem, char cn[FED_CN_MAX])
 {
 	if (pem->len == 0 || pem->len > 65536)
 		return fs_seterr("no certificate in the message");
@@ -51,6 +69,8 @@ verify_cert(agg *a, const ProtobufCBinaryData *pem, char cn[FED_CN_MAX])
 	int rv = fed_trust_verify_cert(a->trust, (const char *)pem->data,
 	    pem->len, "node", cn);
 	pthread_mutex_unlock(&a->trust_mu);
+	if (rv == 0 && !allowed(a, cn))
+		return fs_seterr("node %s is not in allowed_nodes", cn);
 	return rv;
 }
 
@@ -60,7 +80,7 @@ static int
 join_check(agg *a, const Fedseg__Join *j, char cn[FED_CN_MAX])
 {
 	uint8_t text[FED_SIGTEXT_MAX];
-	if (verify_cert(a, &j->cert_pem, cn) != 0)
+	if (agg_update_cert(a, &j->cert_pem, cn) != 0)
 		return -1;
 	if (j->nonce.len != FED_NONCE_LEN)
 		return fs_seterr("nonce must be %d bytes", FED_NONCE_LEN);
@@ -77,21 +97,13 @@ join_check(agg *a, const Fedseg__Join *j, char cn[FED_CN_MAX])
 static int
 node_add(agg *a, const char *cn, const uint8_t session[FED_NONCE_LEN])
 {
-	agg_node *n = agg_node_find(a, cn);
-	if (n == NULL) {
-		if (a->nnodes == a->capnodes) {
-			int cap = a->capnodes ? 2 * a->capnodes : 8;
-			agg_node *p = realloc(a->nodes, (size_t)cap * sizeof *p);
-			if (p == NULL)
-				return fs_seterr("out of memory");
-			a->nodes = p;
-			a->capnodes = cap;
-		}
-		n = &a->nodes[a->nnodes++];
-		memset(n, 0, sizeof *n);
-		snprintf(n->cn, sizeof n->cn, "%s", cn);
-	}
+	agg_node *n = agg_node_get(a, cn);
+	if (n == NULL)
+		return -1;
 	memcpy(n->session, session, FED_NONCE_LEN);
+	n->has_session = 1;
+	n->task_round = 0;
+	n->inflight = 0;
 	n->last_seen = fs_now();
 	n->got_done = 0;
 	return 0;
@@ -116,15 +128,17 @@ on_join(agg *a, const Fedseg__Join *j)
 		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
 	pthread_mutex_lock(&a->mu);
 	int rv = node_add(a, cn, session);
-	int joined = a->nnodes;
+	int joined = 0;
+	for (int i = 0; i < a->nnodes; i++)
+		joined += a->nodes[i].has_session;
 	pthread_mutex_unlock(&a->mu);
 	if (rv != 0) {
 		free(sig);
 		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
 	}
 	pthread_cond_signal(&a->cv);
-	fs_log(FS_LOG_INFO, "AGG-JOIN", "node %s joined (%d known)", cn,
-	    joined);
+	fs_log(FS_LOG_INFO, "AGG-JOIN", "node %s joined (%d with a live "
+	    "session)", cn, joined);
 	Fedseg__JoinAck ack = FEDSEG__JOIN_ACK__INIT;
 	ack.session = (ProtobufCBinaryData){ FED_NONCE_LEN, session };
 	ack.nonce_echo = j->nonce;
@@ -221,13 +235,30 @@ on_task_request(agg *a, const Fedseg__TaskRequest *r)
 		    "first");
 	}
 	n->last_seen = fs_now();
+	if (a->phase == AGG_TRAINING && !n->selected &&
+	    n->submitted != a->round) {
+		/* joined or came back mid-round: it gets the current task */
+		n->selected = 1;
+		a->nselected++;
+		fs_log(FS_LOG_INFO, "AGG-SELECT", "node %s joins round %u in "
+		    "progress (%d selected)", n->cn, a->round, a->nselected);
+	}
 	if (a->phase == AGG_DONE) {
 		m = done_reply(a, n);
 	} else if (a->phase == AGG_TRAINING && n->selected &&
+	    n->submitted != a->round && n->task_round == a->round &&
+	    r->have_version == a->version) {
+		/* it holds this round's model: a heartbeat while training */
+		snprintf(why, sizeof why, "round %u: training (heartbeat)",
+		    a->round);
+		m = wait_reply(a, why);
+	} else if (a->phase == AGG_TRAINING && n->selected &&
 	    n->submitted != a->round) {
 		m = task_reply(a);
-		if (m != NULL)
+		if (m != NULL) {
 			a->bytes_out += (double)nng_msg_len(m);
+			n->task_round = a->round;
+		}
 	} else {
 		if (a->phase == AGG_WAITING)
 			snprintf(why, sizeof why, "waiting for nodes (%d of "
@@ -300,10 +331,9 @@ update_state_check(agg *a, const Fedseg__Update *u, const char *cn,
 	return U_OK;
 }
 
-/* Signature, digest, sample count and payload decoding: no lock. On
- * success *delta is malloc'd (a->n floats). */
-static int
-update_payload_check(agg *a, const Fedseg__Update *u, float **delta)
+int
+agg_update_payload_check(agg *a, const Fedseg__Update *u, float **delta,
+    double *norm)
 {
 	uint8_t d[32], text[FED_SIGTEXT_MAX];
 	if (u->payload_digest.len != 32)
@@ -329,50 +359,24 @@ update_payload_check(agg *a, const Fedseg__Update *u, float **delta)
 		free(x);
 		return -1;
 	}
+	double ss = 0;
+	for (size_t i = 0; i < a->n; i++)
+		ss += (double)x[i] * (double)x[i];
+	*norm = sqrt(ss);
 	*delta = x;
 	return 0;
-}
-
-static void
-contrib_add(agg *a, agg_node *n, const Fedseg__Update *u, const float *x)
-{
-	double s = (double)u->sample_count;
-	for (size_t i = 0; i < a->n; i++)
-		a->acc[i] += s * (double)x[i];
-	a->wsum += s;
-	n->submitted = a->round;
-	if (a->ncontrib == a->capcontrib) {
-		int cap = a->capcontrib ? 2 * a->capcontrib : 8;
-		agg_contrib *p = realloc(a->contrib, (size_t)cap * sizeof *p);
-		if (p == NULL)
-			return; /* the delta counts; only the ledger row is lost */
-		a->contrib = p;
-		a->capcontrib = cap;
-	}
-	agg_contrib *c = &a->contrib[a->ncontrib++];
-	memset(c, 0, sizeof *c);
-	snprintf(c->cn, sizeof c->cn, "%s", n->cn);
-	c->samples = u->sample_count;
-	fed_hex(u->payload_digest.data, 32, c->digest);
-	c->bytes = u->payload.len;
-	if (u->metrics != NULL) {
-		c->mean_loss = isfinite(u->metrics->mean_loss) ?
-		    u->metrics->mean_loss : 0;
-		c->steps = u->metrics->steps;
-		c->seconds = u->metrics->train_seconds;
-	}
 }
 
 /* Takes the lock, re-checks (the round may have moved on while we
  * decoded) and adds the delta. Returns U_*. */
 static int
 update_commit(agg *a, const Fedseg__Update *u, const char *cn,
-    const float *x, char *why, size_t wl)
+    const float *x, double norm, const char *file, char *why, size_t wl)
 {
 	pthread_mutex_lock(&a->mu);
 	int st = update_state_check(a, u, cn, why, wl);
 	if (st == U_OK) {
-		contrib_add(a, agg_node_find(a, cn), u, x);
+		agg_contrib_add(a, agg_node_find(a, cn), u, x, norm, file);
 		snprintf(why, wl, "accepted for round %u (%d of %d)", a->round,
 		    a->ncontrib, a->nselected);
 	}
@@ -395,33 +399,74 @@ update_refuse(const char *cn, uint32_t round, int st, const char *why)
 	return ack_reply(round, st == U_DUP, why);
 }
 
+/* Clears the node's in-flight mark (see on_update). */
+static void
+inflight_clear(agg *a, const char *cn)
+{
+	pthread_mutex_lock(&a->mu);
+	agg_node *n = agg_node_find(a, cn);
+	if (n != NULL)
+		n->inflight = 0;
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* Order: certificate -> state check (and an in-flight mark, so that two
+ * copies of one node's update never race for its spool file) -> signature,
+ * digest, decoding -> spool file durable -> counted under the lock -> ack. */
 static nng_msg *
 on_update(agg *a, const Fedseg__Update *u)
 {
-	char cn[FED_CN_MAX] = "?", why[256];
+	char cn[FED_CN_MAX] = "?", why[256], file[80];
 	float *x = NULL;
-	if (verify_cert(a, &u->cert_pem, cn) != 0) {
+	double norm = 0;
+	if (agg_update_cert(a, &u->cert_pem, cn) != 0) {
 		fs_log(FS_LOG_WARN, "AGG-REJECT", "update refused: %s",
 		    fs_error());
 		return ack_reply(u->round, 0, fs_error());
 	}
 	pthread_mutex_lock(&a->mu);
 	int st = update_state_check(a, u, cn, why, sizeof why);
+	if (st == U_OK) {
+		agg_node *n = agg_node_find(a, cn);
+		if (n->inflight == u->round) {
+			snprintf(why, sizeof why, "busy: another update from "
+			    "%s for round %u is being checked", cn, u->round);
+			st = U_REJECT;
+		} else {
+			n->inflight = u->round;
+		}
+	}
 	pthread_mutex_unlock(&a->mu);
 	if (st != U_OK)
 		return update_refuse(cn, u->round, st, why);
-	if (update_payload_check(a, u, &x) != 0) {
+	if (agg_update_payload_check(a, u, &x, &norm) != 0) {
 		snprintf(why, sizeof why, "%s", fs_error());
+		inflight_clear(a, cn);
 		return update_refuse(cn, u->round, U_REJECT, why);
 	}
-	st = update_commit(a, u, cn, x, why, sizeof why);
+	agg_spool_name(cn, file);
+	if (agg_spool_write(a, u->round, file, u, x) != 0) {
+		fs_log(FS_LOG_ERR, "AGG-SPOOL", "cannot spool the update from "
+		    "%s: %s", cn, fs_error());
+		snprintf(why, sizeof why, "aggregator cannot store the update; "
+		    "retry later");
+		free(x);
+		inflight_clear(a, cn);
+		return update_refuse(cn, u->round, U_REJECT, why);
+	}
+	agg_crash_point("after_spool");
+	st = update_commit(a, u, cn, x, norm, file, why, sizeof why);
 	free(x);
+	inflight_clear(a, cn);
 	if (st != U_OK)
 		return update_refuse(cn, u->round, st, why);
+	char dh[65];
+	fed_hex(u->payload_digest.data, 32, dh);
 	fs_log(FS_LOG_INFO, "AGG-ACCEPT", "update from %s: %s, %llu samples, "
-	    "%zu bytes, loss %.4f", cn, why,
-	    (unsigned long long)u->sample_count, u->payload.len,
-	    u->metrics ? u->metrics->mean_loss : 0.0);
+	    "%zu bytes, norm %.4g, loss %.4f, digest %s", cn, why,
+	    (unsigned long long)u->sample_count, u->payload.len, norm,
+	    u->metrics ? u->metrics->mean_loss : 0.0, dh);
+	agg_crash_point("before_ack");
 	return ack_reply(u->round, 1, why);
 }
 
@@ -438,7 +483,10 @@ on_status(agg *a)
 	s.version = a->version;
 	s.rounds = (uint32_t)a->cfg.rounds;
 	s.state = (char *)names[a->phase];
-	s.joined = (uint32_t)a->nnodes;
+	uint32_t live = 0;
+	for (int i = 0; i < a->nnodes; i++)
+		live += a->nodes[i].has_session;
+	s.joined = live;
 	s.updates = a->phase == AGG_TRAINING ? (uint32_t)a->ncontrib : 0;
 	s.selected = (uint32_t)a->nselected;
 	s.model_digest = (ProtobufCBinaryData){ 32, a->digest };

@@ -24,10 +24,15 @@ enum { AGG_WAITING, AGG_TRAINING, AGG_CLOSING, AGG_DONE };
 typedef struct {
 	char cn[FED_CN_MAX];
 	uint8_t session[FED_NONCE_LEN];
+	int has_session;         /* 0: expired, or restored from the spool */
 	int selected;            /* part of the current round's selection */
 	uint32_t submitted;      /* last round this node contributed to */
+	uint32_t task_round;     /* round whose Task this session was sent */
+	uint32_t inflight;       /* round of an update being validated */
 	int got_done;            /* was sent Done */
 	double last_seen;        /* fs_now() */
+	double window_start;     /* rate limit: start of the 1 s window */
+	int window_count;        /* requests in that window */
 } agg_node;
 
 typedef struct {
@@ -38,7 +43,14 @@ typedef struct {
 	uint32_t steps;
 	double seconds;
 	size_t bytes;
+	double norm;             /* L2 norm of the decoded delta */
+	double scale;            /* clipping factor applied (1 = none) */
+	char file[80];           /* spool base name (no extension) */
 } agg_contrib;
+
+/* Aggregation rules and server optimisers (agg_strategy.c). */
+enum { AGG_RULE_FEDAVG, AGG_RULE_MEDIAN, AGG_RULE_TRIMMED };
+enum { AGG_OPT_NONE, AGG_OPT_FEDAVGM, AGG_OPT_FEDADAM, AGG_OPT_FEDYOGI };
 
 typedef struct agg {
 	agg_config cfg;
@@ -76,6 +88,10 @@ typedef struct agg {
 	double deadline;             /* fs_now() at which the round may close */
 	int deadline_warned;         /* logged "deadline passed, too few" */
 	double done_at;
+	int rule;                    /* AGG_RULE_* */
+	int opt;                     /* AGG_OPT_* */
+	float *opt_m, *opt_v;        /* server optimiser state (or NULL) */
+	uint8_t opt_digest[32];      /* SHA-256 of the state file, last close */
 } agg;
 
 /* agg_round.c */
@@ -87,7 +103,55 @@ int agg_task_prepare(agg *a, const float *w, const uint8_t digest[32],
     uint32_t version, uint8_t **payload, size_t *len, uint8_t **sig,
     size_t *siglen);
 
+/* agg_spool.c: accepted updates on disk, restart, crash points */
+/* Test-only fault injection: FEDSEG_TEST_CRASH_AT=name[:k] makes the
+ * process _exit(137) at the k-th (default 1st) pass through `name`. */
+void agg_crash_point(const char *name);
+/* Base name of a node's spool file for a CN (no extension). */
+void agg_spool_name(const char *cn, char out[80]);
+/* Writes the packed Update durably to spool/round-NNNN/<name>.update and
+ * the decoded delta to <name>.f32 (when the rule needs it). */
+int agg_spool_write(agg *a, uint32_t round, const char *name,
+    const Fedseg__Update *u, const float *delta);
+/* Path of spool/round-NNNN[/<name>.<ext>]. */
+int agg_spool_path(const agg *a, uint32_t round, const char *name,
+    const char *ext, char *buf, size_t n);
+/* Removes spool/round-NNNN (after the round's ledger line is durable). */
+void agg_spool_drop(agg *a, uint32_t round);
+/* On start (global restored, version known): drops spools of closed
+ * rounds, sets aside corrupt / half-written files, re-validates every
+ * spooled update of the open round and adds it (contrib + accumulator).
+ * Under no lock (before the threads start). */
+int agg_spool_restore(agg *a);
+/* Adds a validated delta to the round (accumulator + contributor row).
+ * Under a->mu (or before threads start). */
+void agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
+    const float *x, double norm, const char *file);
+/* Creates or finds the node entry for cn (under a->mu). */
+agg_node *agg_node_get(agg *a, const char *cn);
+
+/* agg_strategy.c */
+int agg_strategy_parse(agg *a);
+/* Short description for the ledger and model metadata. */
+void agg_strategy_text(const agg *a, char *buf, size_t n);
+/* Combines the round's updates into the new global w (n floats) from the
+ * accumulator (fedavg) or the spooled deltas (median, trimmed mean), then
+ * applies the server optimiser (updating its state). No lock. */
+int agg_combine(agg *a, float *w);
+/* Server optimiser state file of a version: write / load (digest checked
+ * against hex when not NULL). */
+int agg_opt_save(agg *a, uint32_t version);
+int agg_opt_load(agg *a, uint32_t version, const char *hex);
+
 /* agg_handlers.c */
+/* Certificate of an Join / Update: chain, CRL, expiry, role node, and the
+ * allow-list; the CN into cn. */
+int agg_update_cert(agg *a, const ProtobufCBinaryData *pem,
+    char cn[FED_CN_MAX]);
+/* Signature, digest, sample count, payload decoding (no lock). On success
+ * *delta is malloc'd (a->n floats) and *norm its L2 norm. */
+int agg_update_payload_check(agg *a, const Fedseg__Update *u,
+    float **delta, double *norm);
 nng_msg *agg_handle(void *user, const uint8_t *req, size_t len);
 agg_node *agg_node_find(agg *a, const char *cn);
 

@@ -54,6 +54,8 @@ save_model(agg *a, const float *w, uint32_t version, const uint8_t d[32],
     const char *contributors)
 {
 	char path[AGG_PATH_MAX + 64], dh[65], ph[65], rs[16], *sh = NULL;
+	char strat[256];
+	agg_strategy_text(a, strat, sizeof strat);
 	fed_hex(d, 32, dh);
 	fed_hex(parent, 32, ph);
 	snprintf(rs, sizeof rs, "%u", version);
@@ -63,7 +65,7 @@ save_model(agg *a, const float *w, uint32_t version, const uint8_t d[32],
 	fed_hex(sig, siglen, sh);
 	const char *kv[] = { "fedseg.round", rs, "fedseg.model_version", rs,
 		"fedseg.digest", dh, "fedseg.parent_digest", ph,
-		"fedseg.strategy", a->cfg.strategy, "fedseg.contributors",
+		"fedseg.strategy", strat, "fedseg.contributors",
 		contributors, "fedseg.signature", sh, "fedseg.signer",
 		fed_identity_cn(a->id), NULL };
 	int rv = model_path(a, version, "safetensors", path, sizeof path);
@@ -90,7 +92,7 @@ static cJSON *
 ledger_entry(agg *a, uint32_t version, const uint8_t parent[32],
     const uint8_t d[32], const uint8_t *sig, size_t siglen)
 {
-	char hex[200], when[32];
+	char hex[256], when[32];
 	cJSON *o = cJSON_CreateObject();
 	iso_now(when);
 	cJSON_AddNumberToObject(o, "round", version);
@@ -102,7 +104,31 @@ ledger_entry(agg *a, uint32_t version, const uint8_t parent[32],
 	cJSON_AddStringToObject(o, "model_digest", hex);
 	snprintf(hex, sizeof hex, "models/round-%04u.safetensors", version);
 	cJSON_AddStringToObject(o, "model_file", hex);
-	cJSON_AddStringToObject(o, "strategy", a->cfg.strategy);
+	agg_strategy_text(a, hex, sizeof hex);
+	cJSON_AddStringToObject(o, "strategy", hex);
+	cJSON *g = cJSON_AddObjectToObject(o, "aggregation");
+	cJSON_AddStringToObject(g, "rule", a->cfg.strategy);
+	if (a->rule == AGG_RULE_TRIMMED)
+		cJSON_AddNumberToObject(g, "trim_fraction",
+		    a->cfg.trim_fraction);
+	cJSON_AddNumberToObject(g, "clip_norm", a->cfg.clip_norm);
+	cJSON_AddStringToObject(g, "server_optimizer",
+	    a->cfg.server_optimizer);
+	cJSON_AddNumberToObject(g, "server_lr", a->cfg.server_lr);
+	if (a->opt == AGG_OPT_FEDAVGM)
+		cJSON_AddNumberToObject(g, "server_momentum",
+		    a->cfg.server_momentum);
+	if (a->opt == AGG_OPT_FEDADAM || a->opt == AGG_OPT_FEDYOGI) {
+		cJSON_AddNumberToObject(g, "beta1", a->cfg.beta1);
+		cJSON_AddNumberToObject(g, "beta2", a->cfg.beta2);
+		cJSON_AddNumberToObject(g, "tau", a->cfg.tau);
+	}
+	if (a->opt != AGG_OPT_NONE) {
+		snprintf(hex, sizeof hex, "server/opt-%04u.bin", version);
+		cJSON_AddStringToObject(o, "server_state_file", hex);
+		fed_hex(a->opt_digest, 32, hex);
+		cJSON_AddStringToObject(o, "server_state_digest", hex);
+	}
 	if (siglen * 2 < sizeof hex) {
 		fed_hex(sig, siglen, hex);
 		cJSON_AddStringToObject(o, "signature", hex);
@@ -123,6 +149,8 @@ ledger_contributors(agg *a, cJSON *o)
 		cJSON_AddNumberToObject(e, "samples", (double)c->samples);
 		cJSON_AddStringToObject(e, "update_digest", c->digest);
 		cJSON_AddNumberToObject(e, "update_bytes", (double)c->bytes);
+		cJSON_AddNumberToObject(e, "norm", c->norm);
+		cJSON_AddNumberToObject(e, "clip_scale", c->scale);
 		cJSON_AddNumberToObject(e, "mean_loss", c->mean_loss);
 		cJSON_AddNumberToObject(e, "steps", c->steps);
 		cJSON_AddNumberToObject(e, "train_seconds", c->seconds);
@@ -144,6 +172,26 @@ ledger_contributors(agg *a, cJSON *o)
 /* ---- start: initial or restored global ---------------------------------- */
 
 static int
+h_missing(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return 1;
+	fclose(f);
+	return 0;
+}
+
+static void
+set_aside_model(const char *path, const char *why)
+{
+	char to[2 * AGG_PATH_MAX + 16];
+	snprintf(to, sizeof to, "%s.corrupt", path);
+	if (rename(path, to) == 0)
+		fs_log(FS_LOG_ERR, "AGG-CORRUPT", "%s: %s; set aside as %s "
+		    "(not loaded)", path, why, to);
+}
+
+static int
 restore(agg *a, const cJSON *last)
 {
 	const cJSON *r = cJSON_GetObjectItem(last, "round");
@@ -155,9 +203,13 @@ restore(agg *a, const cJSON *last)
 	if (!cJSON_IsNumber(r) || !cJSON_IsString(f) || !cJSON_IsString(d))
 		return fs_seterr("ledger: last line lacks round/model_file");
 	if (fs_path(path, sizeof path, "%s/%s", a->cfg.state_dir,
-	    f->valuestring) != 0 ||
-	    model_weights_load(path, &spec, &w, NULL) != 0)
+	    f->valuestring) != 0)
+		return -1;
+	if (model_weights_load(path, &spec, &w, NULL) != 0) {
+		if (!h_missing(path))
+			set_aside_model(path, fs_error());
 		return fs_preferr("restore");
+	}
 	if (!model_spec_equal(&spec, &a->cfg.spec)) {
 		free(w);
 		return fs_seterr("restore %s: model spec differs from config",
@@ -167,11 +219,32 @@ restore(agg *a, const cJSON *last)
 	fed_hex(a->digest, 32, hex);
 	if (strcmp(hex, d->valuestring) != 0) {
 		free(w);
-		return fs_seterr("restore %s: digest does not match the ledger",
+		set_aside_model(path, "digest does not match the ledger");
+		return fs_seterr("restore %s: digest does not match the "
+		    "ledger; set aside as .corrupt, restore it from a backup",
 		    path);
 	}
 	a->global = w;
 	a->version = (uint32_t)r->valueint;
+	if (a->opt != AGG_OPT_NONE) {
+		const cJSON *sd = cJSON_GetObjectItem(last,
+		    "server_state_digest");
+		const cJSON *ag = cJSON_GetObjectItem(last, "aggregation");
+		const cJSON *so = ag ? cJSON_GetObjectItem(ag,
+		    "server_optimizer") : NULL;
+		if (cJSON_IsString(sd) && cJSON_IsString(so) &&
+		    strcmp(so->valuestring, a->cfg.server_optimizer) == 0) {
+			if (agg_opt_load(a, a->version, sd->valuestring) != 0)
+				return -1;
+			fs_log(FS_LOG_INFO, "AGG-RESTORE", "server optimiser "
+			    "%s state of version %u restored",
+			    a->cfg.server_optimizer, a->version);
+		} else if (a->version > 0) {
+			fs_log(FS_LOG_WARN, "AGG-RESTORE", "no %s state in the "
+			    "ledger for version %u: starting it from zero",
+			    a->cfg.server_optimizer, a->version);
+		}
+	}
 	fs_log(FS_LOG_INFO, "AGG-RESTORE", "restored global version %u from "
 	    "%s", a->version, path);
 	return 0;
@@ -197,6 +270,8 @@ initial(agg *a)
 	}
 	a->version = 0;
 	fed_weights_digest(a->global, a->n, a->digest);
+	if (agg_opt_save(a, 0) != 0)
+		return -1;
 	if (agg_task_prepare(a, a->global, a->digest, 0, &a->task_payload,
 	    &a->task_len, &a->task_sig, &a->task_siglen) != 0)
 		return -1;
@@ -217,6 +292,8 @@ int
 agg_state_init(agg *a)
 {
 	const cJSON *last = fed_ledger_last(a->ledger);
+	if (agg_strategy_parse(a) != 0)
+		return -1;
 	if (last != NULL ? restore(a, last) : initial(a))
 		return -1;
 	if (a->task_payload == NULL &&
@@ -229,6 +306,8 @@ agg_state_init(agg *a)
 	a->round = a->version + 1;
 	a->phase = a->version >= (uint32_t)a->cfg.rounds ? AGG_DONE :
 	    AGG_WAITING;
+	if (agg_spool_restore(a) != 0)
+		return -1;
 	if (a->phase == AGG_DONE)
 		a->done_at = fs_now();
 	return 0;
@@ -243,38 +322,78 @@ agg_state_free(agg *a)
 	free(a->acc);
 	free(a->contrib);
 	free(a->nodes);
+	free(a->opt_m);
+	free(a->opt_v);
 }
 
 /* ---- rounds -------------------------------------------------------------- */
 
+/* Joined nodes with a live session, plus those whose update of the open
+ * round is already counted (restored from the spool after a restart). */
+static int
+participants(const agg *a)
+{
+	int k = 0;
+	for (int i = 0; i < a->nnodes; i++)
+		k += a->nodes[i].has_session ||
+		    a->nodes[i].submitted == a->round;
+	return k;
+}
+
+/* Contributions of the round (acc, contrib) are reset when the previous
+ * round closes, not here: after a restart the spool has refilled them. */
 static void
 round_open(agg *a)
 {
 	a->nselected = 0;
 	for (int i = 0; i < a->nnodes; i++) {
-		a->nodes[i].selected = 1;
-		a->nselected++;
+		agg_node *n = &a->nodes[i];
+		n->selected = n->has_session || n->submitted == a->round;
+		a->nselected += n->selected;
 	}
-	a->ncontrib = 0;
-	a->wsum = 0;
 	a->bytes_out = 0;
-	memset(a->acc, 0, a->n * sizeof(double));
 	a->deadline = fs_now() + a->cfg.round_deadline_s;
 	a->deadline_warned = 0;
 	a->phase = AGG_TRAINING;
 	fs_log(FS_LOG_INFO, "AGG-ROUND", "round %u open: %d node(s) selected, "
-	    "deadline %.0f s", a->round, a->nselected,
-	    a->cfg.round_deadline_s);
+	    "%d update(s) already in, deadline %.0f s", a->round, a->nselected,
+	    a->ncontrib, a->cfg.round_deadline_s);
+}
+
+/* Sessions silent for node_timeout_s expire; a selected node that has not
+ * answered leaves the round (it may join again and get the task). */
+static void
+expire_sessions(agg *a)
+{
+	double now = fs_now();
+	if (a->cfg.node_timeout_s <= 0)
+		return;
+	for (int i = 0; i < a->nnodes; i++) {
+		agg_node *n = &a->nodes[i];
+		if (!n->has_session || now - n->last_seen <= a->cfg.node_timeout_s)
+			continue;
+		n->has_session = 0;
+		int drop = a->phase == AGG_TRAINING && n->selected &&
+		    n->submitted != a->round;
+		if (drop) {
+			n->selected = 0;
+			a->nselected--;
+		}
+		fs_log(FS_LOG_WARN, "AGG-EXPIRE", "node %s silent for %.0f s: "
+		    "session expired%s", n->cn, now - n->last_seen, drop ?
+		    ", dropped from this round" : "");
+	}
 }
 
 static int
 round_ready(agg *a)
 {
-	if (a->ncontrib >= a->nselected && a->ncontrib > 0)
+	if (a->ncontrib >= a->nselected && a->ncontrib > 0 &&
+	    a->ncontrib >= a->cfg.min_updates)
 		return 1;
 	if (fs_now() < a->deadline)
 		return 0;
-	if (a->ncontrib >= a->cfg.min_updates)
+	if (a->ncontrib >= a->cfg.min_updates && a->ncontrib > 0)
 		return 1;
 	if (!a->deadline_warned) {
 		a->deadline_warned = 1;
@@ -316,16 +435,21 @@ round_close(agg *a)
 		fs_seterr("out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < a->n; i++)
-		w[i] = (float)((double)a->global[i] + a->acc[i] / a->wsum);
+	agg_crash_point("before_model");
+	if (agg_combine(a, w) != 0)
+		goto out;
 	fed_weights_digest(w, a->n, d);
 	if (agg_task_prepare(a, w, d, v, &pl, &pll, &sig, &sl) != 0 ||
-	    save_model(a, w, v, d, a->digest, sig, sl, who) != 0)
+	    save_model(a, w, v, d, a->digest, sig, sl, who) != 0 ||
+	    agg_opt_save(a, v) != 0)
 		goto out;
+	agg_crash_point("after_model");
 	o = ledger_entry(a, v, a->digest, d, sig, sl);
 	ledger_contributors(a, o);
 	if (fed_ledger_append(a->ledger, o) != 0)
 		goto out;
+	agg_crash_point("after_ledger");
+	agg_spool_drop(a, v);
 	fs_log(FS_LOG_INFO, "AGG-ROUND", "round %u closed: %d update(s) from "
 	    "%s, %.0f samples, mean loss %.4f", v, a->ncontrib, who, a->wsum,
 	    cJSON_GetObjectItem(o, "mean_loss")->valuedouble);
@@ -344,6 +468,8 @@ round_close(agg *a)
 	a->version = v;
 	a->round = v + 1;
 	a->ncontrib = 0;
+	a->wsum = 0;
+	memset(a->acc, 0, a->n * sizeof(double));
 	for (int i = 0; i < a->nnodes; i++)
 		a->nodes[i].selected = 0;
 	a->phase = v >= (uint32_t)a->cfg.rounds ? AGG_DONE : AGG_WAITING;
@@ -367,7 +493,7 @@ static int
 all_done_sent(const agg *a)
 {
 	for (int i = 0; i < a->nnodes; i++)
-		if (!a->nodes[i].got_done)
+		if (!a->nodes[i].got_done && a->nodes[i].has_session)
 			return 0;
 	return 1;
 }
@@ -376,7 +502,8 @@ all_done_sent(const agg *a)
 static int
 round_step(agg *a)
 {
-	if (a->phase == AGG_WAITING && a->nnodes >= a->cfg.min_nodes)
+	expire_sessions(a);
+	if (a->phase == AGG_WAITING && participants(a) >= a->cfg.min_nodes)
 		round_open(a);
 	if (a->phase == AGG_TRAINING && round_ready(a)) {
 		a->phase = AGG_CLOSING;

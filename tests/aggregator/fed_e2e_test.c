@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "certs.h"
@@ -49,6 +51,15 @@ static int ROUNDS = 2;
 /* "q8" mode: updates in q8; the FedAvg check then allows the q8 error and
  * the ledger's update sizes must be <= 26% of f32. */
 static const char *CODEC = "f32";
+/* "crash" mode (fault injection, issue 6 test 1): 3 rounds; the aggregator
+ * is made to die (_exit(137) through FEDSEG_TEST_CRASH_AT, the same as a
+ * kill -9 at that point) after spooling an update, before acknowledging
+ * one, before writing a model, between the model and its ledger line,
+ * right after the ledger line, and then SIGKILLed by the test at a random
+ * moment of round 2; garbage and half-written files are planted in its
+ * spool. Every time it is restarted; the federation must finish, the
+ * chain hold, and every update it logged as accepted be in the ledger. */
+static int CRASH;
 
 static int
 setup_pki(void)
@@ -319,6 +330,189 @@ kill_and_restart(pid_t *ap, char **aargv, const char *log)
 	return *ap > 0 ? 0 : -1;
 }
 
+static char CRASH_AT[64];
+
+static pid_t
+spawn_agg(char **aargv, const char *log, const char *crash_at)
+{
+	if (crash_at != NULL)
+		setenv("FEDSEG_TEST_CRASH_AT", crash_at, 1);
+	pid_t p = h_spawn(aargv, log);
+	unsetenv("FEDSEG_TEST_CRASH_AT");
+	snprintf(CRASH_AT, sizeof CRASH_AT, "%s", crash_at ? crash_at : "");
+	return p;
+}
+
+
+static int
+log_has(const char *log, const char *needle)
+{
+	char *text = NULL;
+	size_t n;
+	int hit = 0;
+	if (fs_read_file(log, 1 << 26, (void **)&text, &n) == 0)
+		hit = strstr(text, needle) != NULL;
+	free(text);
+	return hit;
+}
+
+/* Plants a garbage "update" and a half-written temp file in the open
+ * round's spool: both must be set aside, never loaded. */
+static char PLANTED[PATH_MAX + 64];
+
+static void
+plant_garbage(void)
+{
+	char p[PATH_MAX + 256];
+	/* the open round = closed rounds + 1 = ledger lines */
+	snprintf(PLANTED, sizeof PLANTED, "%s/agg-state/spool/round-%04d", T,
+	    ledger_lines());
+	fs_mkdir_p(PLANTED, 1);
+	snprintf(p, sizeof p, "%s/site-z-00000000.update", PLANTED);
+	h_write(p, "FSUP\x01garbage that is not an update");
+	snprintf(p, sizeof p, "%s/site-a-12345678.update.tmp.4242", PLANTED);
+	h_write(p, "half");
+}
+
+static int
+count_in_log(const char *log, const char *needle)
+{
+	char *text = NULL;
+	size_t n;
+	int k = 0;
+	if (fs_read_file(log, 1 << 26, (void **)&text, &n) == 0)
+		for (char *q = text; (q = strstr(q, needle)) != NULL; q++)
+			k++;
+	free(text);
+	return k;
+}
+
+/* The crash schedule: each aggregator process dies at its point, the next
+ * one is started with the next point. */
+static int
+crash_runs(pid_t *ap, char **aargv, const char *log)
+{
+	static const char *points[] = { "after_spool:2", "before_ack:1",
+		"before_model:1", "after_model:1", "after_ledger:1", NULL };
+	for (int i = 0; points[i] != NULL; i++) {
+		int st = h_wait(*ap, 180);
+		T_OK(st == 137, "aggregator died at %s (status %d)", CRASH_AT,
+		    st);
+		if (st != 137)
+			return -1;
+		if (i == 1)
+			plant_garbage();
+		usleep(200000);
+		*ap = spawn_agg(aargv, log, points[i + 1]);
+	}
+	/* now a real SIGKILL at a random moment after the next accept */
+	double t0 = fs_now();
+	int k0 = count_in_log(log, "AGG-ACCEPT"), st = 0;
+	while (count_in_log(log, "AGG-ACCEPT") == k0 && fs_now() - t0 < 180) {
+		if (waitpid(*ap, &st, WNOHANG) == *ap) {
+			printf("the federation finished before a random kill\n");
+			*ap = -1;
+			return 0;
+		}
+		usleep(10000);
+	}
+	unsigned seed = (unsigned)getpid();
+	int ms = (int)(rand_r(&seed) % 400);
+	usleep((useconds_t)ms * 1000);
+	kill(*ap, SIGKILL);
+	st = h_wait(*ap, 10);
+	printf("aggregator SIGKILLed %d ms after an accept (status %d, %d "
+	    "ledger lines)\n", ms, st, ledger_lines());
+	T_OK(st == 128 + SIGKILL || st == 0, "random SIGKILL (or already "
+	    "finished)");
+	*ap = st == 0 ? -1 : spawn_agg(aargv, log, NULL);
+	return 0;
+}
+
+/* Every update the aggregator logged as accepted (it logs just before the
+ * UpdateAck goes out) is among the contributors of its round in the
+ * ledger, with the same digest. */
+static void
+check_accepted_in_ledger(cJSON **rounds)
+{
+	char log[PATH_MAX + 64], *text = NULL, *save = NULL;
+	size_t n;
+	int seen = 0, found = 0;
+	snprintf(log, sizeof log, "%s/aggregator.log", T);
+	if (fs_read_file(log, 1 << 26, (void **)&text, &n) != 0)
+		return;
+	for (char *line = strtok_r(text, "\n", &save); line;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *a = strstr(line, "AGG-ACCEPT");
+		char *r = a ? strstr(a, "accepted for round ") : NULL;
+		char *d = a ? strstr(a, "digest ") : NULL;
+		if (r == NULL || d == NULL)
+			continue;
+		int round = atoi(r + 19);
+		seen++;
+		const cJSON *c = round >= 1 && round <= ROUNDS && rounds[round] ?
+		    cJSON_GetObjectItem(rounds[round], "contributors") : NULL;
+		const cJSON *e;
+		int hit = 0;
+		cJSON_ArrayForEach(e, c) {
+			const char *ud = cJSON_GetObjectItem(e,
+			    "update_digest")->valuestring;
+			hit |= strncmp(ud, d + 7, 64) == 0;
+		}
+		found += hit;
+		if (!hit)
+			printf("    not in the ledger: %s\n", a);
+	}
+	free(text);
+	T_OK(seen >= NNODES && found == seen, "every update logged as "
+	    "accepted (%d, across all aggregator runs) is in its round's "
+	    "ledger line with the same digest (%d)", seen, found);
+	T_OK(log_has(log, "restored from the spool"), "a restart restored "
+	    "spooled updates");
+	T_OK(log_has(log, "uncommitted"), "a model written without its ledger "
+	    "line was discarded and its round redone");
+	char p[PATH_MAX + 256];
+	snprintf(p, sizeof p, "%s/site-z-00000000.update.corrupt", PLANTED);
+	T_OK(h_exists(p), "a garbage spool file was set aside (.corrupt)");
+	snprintf(p, sizeof p, "%s/site-a-12345678.update.tmp.4242.corrupt",
+	    PLANTED);
+	T_OK(h_exists(p) && log_has(log, "half-written"), "a half-written "
+	    "spool file was set aside (.corrupt) with a log line");
+	snprintf(p, sizeof p, "%s/agg-state/spool/round-0003", T);
+	T_OK(!h_exists(p), "no spool left for a closed round");
+}
+
+/* A committed model altered on disk: the aggregator refuses to start,
+ * sets the file aside and says so; it never loads it. */
+static void
+check_corrupt_model(void)
+{
+	char p[PATH_MAX + 128], agg_bin[PATH_MAX], acfg[PATH_MAX + 64];
+	char log[PATH_MAX + 64];
+	snprintf(p, sizeof p, "%s/agg-state/models/round-%04d.safetensors", T,
+	    ROUNDS);
+	FILE *f = fopen(p, "r+b");
+	if (f == NULL) {
+		T_OK(0, "last model present");
+		return;
+	}
+	fseek(f, -8, SEEK_END);
+	fputc(0x7f, f);
+	fclose(f);
+	snprintf(agg_bin, sizeof agg_bin, "%s/aggregator/fedseg-aggregator",
+	    h_bin());
+	snprintf(acfg, sizeof acfg, "%s/agg.json", T);
+	snprintf(log, sizeof log, "%s/aggregator-corrupt.log", T);
+	char *argv[] = { agg_bin, "--config", acfg, NULL };
+	int st = h_wait(h_spawn(argv, log), 30);
+	char to[PATH_MAX + 140];
+	snprintf(to, sizeof to, "%s.corrupt", p);
+	T_OK(st == 1 && h_exists(to) && !h_exists(p) &&
+	    log_has(log, "does not match the ledger"), "a committed model "
+	    "with a flipped byte: refused at start (exit %d), set aside as "
+	    ".corrupt with a log line, not loaded", st);
+}
+
 static int
 run_federation(void)
 {
@@ -332,7 +526,7 @@ run_federation(void)
 	snprintf(acfg, sizeof acfg, "%s/agg.json", T);
 	snprintf(alog, sizeof alog, "%s/aggregator.log", T);
 	char *aargv[] = { agg_bin, "--config", acfg, "--exit-when-done", NULL };
-	ap = h_spawn(aargv, alog);
+	ap = spawn_agg(aargv, alog, CRASH ? "after_spool:2" : NULL);
 	for (int i = 0; i < NNODES; i++) {
 		snprintf(cfg[i], sizeof cfg[i], "%s/%s/node.json", T,
 		    node_cn[i]);
@@ -342,6 +536,8 @@ run_federation(void)
 	}
 	int ok = 1;
 	if (RESTART && kill_and_restart(&ap, aargv, alog) != 0)
+		ok = 0;
+	if (CRASH && crash_runs(&ap, aargv, alog) != 0)
 		ok = 0;
 	for (int i = 0; i < NNODES; i++) {
 		int st = h_wait(np[i], 600);
@@ -353,7 +549,7 @@ run_federation(void)
 			ok = 0;
 		}
 	}
-	int st = h_wait(ap, 60);
+	int st = ap > 0 ? h_wait(ap, 60) : 0;
 	snprintf(log, sizeof log, "%s/aggregator.log", T);
 	T_OK(st == 0, "aggregator exits 0 once all nodes were told Done "
 	    "(status %d)", st);
@@ -370,6 +566,9 @@ main(int argc, char **argv)
 	char p[PATH_MAX + 64];
 	if (argc > 1 && strcmp(argv[1], "restart") == 0) {
 		RESTART = 1;
+		ROUNDS = 3;
+	} else if (argc > 1 && strcmp(argv[1], "crash") == 0) {
+		CRASH = 1;
 		ROUNDS = 3;
 	} else if (argc > 1 && strcmp(argv[1], "q8") == 0) {
 		CODEC = "q8";
@@ -401,6 +600,10 @@ main(int argc, char **argv)
 		check_ledger(rounds);
 		check_fedavg(n);
 		check_final(n, rounds[ROUNDS]);
+		if (CRASH) {
+			check_accepted_in_ledger(rounds);
+			check_corrupt_model();
+		}
 		for (int r = 0; r <= ROUNDS; r++)
 			cJSON_Delete(rounds[r]);
 	}
