@@ -5,6 +5,8 @@
 
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ node_config_default(void)
 	c.timeout_s = 600;
 	c.save_local = 1;
 	c.backoff_max_s = 30;
+	c.heartbeat_s = 20;
 	c.log_level = FS_LOG_INFO;
 	return c;
 }
@@ -137,6 +140,8 @@ cfg_key(node_config *c, const cJSON *it, const char *base)
 		{ "max_cases", 0, 1e6, 'i', offsetof(node_config, max_cases) },
 		{ "backoff_max_s", 0.1, 3600, 'd',
 		    offsetof(node_config, backoff_max_s) },
+		{ "heartbeat_s", 0, 86400, 'd',
+		    offsetof(node_config, heartbeat_s) },
 	};
 	for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
 		if (strcmp(k, nums[i].k) != 0)
@@ -459,6 +464,206 @@ global_accept(node *nd, uint32_t version, const ProtobufCBinaryData *w,
 
 /* ---- one round -------------------------------------------------------------- */
 
+/*
+ * A trained update is kept in state_dir/pending-update.bin (durable, before
+ * it is sent) until the aggregator acknowledges it:
+ *   "FSPU" | u32 format 1 | SHA-256 of the rest | base model digest (32) |
+ *   packed Update without session, certificate and signature.
+ * A node killed after training (or mid-upload) sends this same update again
+ * after its restart, signed for its new session, instead of training the
+ * round a second time; one killed during training trains the round again
+ * from the global model of the Task.
+ */
+#define PENDING_HDR 72
+
+typedef struct {
+	Fedseg__Update *u;           /* unpacked; NULL = none */
+	uint8_t base_digest[32];
+	int acked;
+} pending;
+
+static pending nd_pending;
+
+static void
+crash_point(const char *name)
+{
+	const char *e = getenv("FEDSEG_TEST_CRASH_AT");
+	if (e != NULL && strcmp(e, name) == 0) {
+		fs_log(FS_LOG_ERR, "NODE-CRASH", "FEDSEG_TEST_CRASH_AT=%s: "
+		    "exiting", e);
+		_exit(137);
+	}
+}
+
+static int
+pending_path(const node *nd, char *buf, size_t n)
+{
+	return fs_path(buf, n, "%s/pending-update.bin", nd->cfg.state_dir);
+}
+
+static void
+pending_clear(node *nd)
+{
+	char p[NODE_PATH_MAX + 32];
+	if (nd_pending.u != NULL)
+		fedseg__update__free_unpacked(nd_pending.u, NULL);
+	memset(&nd_pending, 0, sizeof nd_pending);
+	if (pending_path(nd, p, sizeof p) == 0)
+		unlink(p);
+}
+
+/* Loads state_dir/pending-update.bin if present and intact. */
+static void
+pending_load(node *nd)
+{
+	char p[NODE_PATH_MAX + 32];
+	uint8_t *buf = NULL, d[32];
+	size_t len = 0;
+	if (pending_path(nd, p, sizeof p) != 0 ||
+	    fs_read_file(p, nd->cfg.max_message_bytes, (void **)&buf, &len))
+		return;
+	Fedseg__Update *u = NULL;
+	if (len > PENDING_HDR && memcmp(buf, "FSPU", 4) == 0 && buf[4] == 1) {
+		fed_sha256(buf + 40, len - 40, d);
+		if (memcmp(d, buf + 8, 32) == 0)
+			u = fedseg__update__unpack(NULL, len - PENDING_HDR,
+			    buf + PENDING_HDR);
+	}
+	if (u == NULL) {
+		char to[NODE_PATH_MAX + 48];
+		snprintf(to, sizeof to, "%s.corrupt", p);
+		rename(p, to);
+		fs_log(FS_LOG_WARN, "NODE-PENDING", "%s is torn or altered; set "
+		    "aside as %s (the round will be trained again)", p, to);
+	} else {
+		nd_pending.u = u;
+		memcpy(nd_pending.base_digest, buf + 40, 32);
+		fs_log(FS_LOG_INFO, "NODE-PENDING", "found the trained update "
+		    "of round %u (base version %u) from before a restart",
+		    u->round, u->base_version);
+	}
+	free(buf);
+}
+
+static int
+pending_save(node *nd, Fedseg__Update *u, const uint8_t base_digest[32])
+{
+	char p[NODE_PATH_MAX + 32];
+	size_t n = fedseg__update__get_packed_size(u);
+	uint8_t *buf = malloc(PENDING_HDR + n);
+	if (buf == NULL)
+		return fs_seterr("out of memory");
+	memcpy(buf, "FSPU", 4);
+	buf[4] = 1;
+	buf[5] = buf[6] = buf[7] = 0;
+	memcpy(buf + 40, base_digest, 32);
+	fedseg__update__pack(u, buf + PENDING_HDR);
+	fed_sha256(buf + 40, PENDING_HDR - 40 + n, buf + 8);
+	int rv = pending_path(nd, p, sizeof p);
+	if (rv == 0)
+		rv = fs_write_atomic(p, buf, PENDING_HDR + n, 0600);
+	if (rv == 0) {
+		if (nd_pending.u != NULL)
+			fedseg__update__free_unpacked(nd_pending.u, NULL);
+		nd_pending.u = fedseg__update__unpack(NULL, n, buf + PENDING_HDR);
+		memcpy(nd_pending.base_digest, base_digest, 32);
+		nd_pending.acked = 0;
+		if (nd_pending.u == NULL)
+			rv = fs_seterr("out of memory");
+	}
+	free(buf);
+	return rv;
+}
+
+/* ---- heartbeats while training ------------------------------------------------ */
+
+/* A second connection that sends TaskRequest (with the version being
+ * trained on) every heartbeat_s while the node trains and uploads, so the
+ * aggregator's session timeout does not drop a node that is merely busy. */
+typedef struct {
+	node *nd;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop, running;
+	uint32_t version;
+} heartbeat;
+
+static heartbeat nd_hb = { .mu = PTHREAD_MUTEX_INITIALIZER,
+	.cv = PTHREAD_COND_INITIALIZER };
+static fed_client *hb_cli;
+
+static void *
+hb_main(void *arg)
+{
+	heartbeat *h = arg;
+	node *nd = h->nd;
+	pthread_mutex_lock(&h->mu);
+	while (!h->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		double s = nd->cfg.heartbeat_s;
+		ts.tv_sec += (time_t)s;
+		ts.tv_nsec += (long)((s - (double)(time_t)s) * 1e9);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+		if (h->stop)
+			break;
+		pthread_mutex_unlock(&h->mu);
+		Fedseg__TaskRequest tr = FEDSEG__TASK_REQUEST__INIT;
+		tr.session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
+		tr.have_version = h->version;
+		Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+		env.body_case = FEDSEG__ENVELOPE__BODY_TASK_REQUEST;
+		env.task_request = &tr;
+		nng_msg *m = NULL, *r = NULL;
+		if (fed_msg_pack(&env, &m) == 0 &&
+		    fed_client_call(hb_cli, m, 10000, &r, NULL) == 0)
+			nng_msg_free(r);
+		fs_log(FS_LOG_DEBUG, "NODE-HEARTBEAT", "heartbeat sent");
+		pthread_mutex_lock(&h->mu);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+static void
+hb_start(node *nd, uint32_t version)
+{
+	if (nd->cfg.heartbeat_s <= 0)
+		return;
+	if (hb_cli == NULL) {
+		fed_tls_paths tls = { nd->cfg.cert, nd->cfg.ca,
+			nd->cfg.crl[0] ? nd->cfg.crl : NULL };
+		hb_cli = fed_client_open(nd->cfg.aggregator, &tls, 1 << 20);
+		if (hb_cli == NULL)
+			return;
+	}
+	nd_hb.nd = nd;
+	nd_hb.stop = 0;
+	nd_hb.version = version;
+	if (pthread_create(&nd_hb.th, NULL, hb_main, &nd_hb) == 0)
+		nd_hb.running = 1;
+}
+
+static void
+hb_stop(void)
+{
+	if (!nd_hb.running)
+		return;
+	pthread_mutex_lock(&nd_hb.mu);
+	nd_hb.stop = 1;
+	pthread_cond_signal(&nd_hb.cv);
+	pthread_mutex_unlock(&nd_hb.mu);
+	pthread_join(nd_hb.th, NULL);
+	nd_hb.running = 0;
+}
+
+/* ---- training ------------------------------------------------------------------ */
+
 typedef struct {
 	model_train_stats st;
 	size_t bytes;
@@ -490,6 +695,9 @@ train_local(node *nd, const Fedseg__Task *t, round_info *ri)
 	}
 	o.prox_ref = o.prox_mu > 0 ? nd->global : NULL;
 	o.verbose = 0;
+	fs_log(FS_LOG_INFO, "NODE-TRAIN", "round %u: training %d step(s) on "
+	    "global version %u (prox_mu %g)", t->round, o.steps, t->version,
+	    o.prox_mu);
 	if (model_net_set_weights(nd->net, nd->global) != 0 ||
 	    model_train(nd->net, nd->case_ptrs, nd->ncases, &o, &ri->st) != 0 ||
 	    model_net_get_weights(nd->net, nd->local) != 0)
@@ -507,79 +715,108 @@ train_local(node *nd, const Fedseg__Task *t, round_info *ri)
 	return 0;
 }
 
+/* Encodes local - global and keeps it as the pending update (durable). */
 static int
-build_update(node *nd, const Fedseg__Task *t, const round_info *ri,
-    Fedseg__Update *u, Fedseg__Metrics *m, uint8_t **payload,
-    uint8_t **sig)
+make_pending(node *nd, const Fedseg__Task *t, const round_info *ri)
 {
-	size_t n = nd->tab.total, pl = 0, sl = 0, cl = 0;
-	uint8_t text[FED_SIGTEXT_MAX];
-	static uint8_t digest[32];
+	size_t n = nd->tab.total, pl = 0;
+	uint8_t digest[32], *payload = NULL;
 	for (size_t i = 0; i < n; i++)
 		nd->local[i] -= nd->global[i]; /* local now holds the delta */
 	fed_codec_opts co = { 0, 0, t->round };
 	int codec = fed_codec_name((int)t->codec) ? (int)t->codec : nd->codec;
 	if (fed_codec_encode(codec, nd->local, n, nd->table_digest, &co,
-	    payload, &pl) != 0)
+	    &payload, &pl) != 0)
 		return fs_preferr("encode delta");
-	fed_sha256(*payload, pl, digest);
-	size_t tl = fed_sigtext_update(text, digest, t->round, t->version,
-	    (uint64_t)nd->ncases, nd->session);
-	if (fed_sign(nd->id, text, tl, sig, &sl) != 0)
-		return -1;
-	m->mean_loss = ri->st.mean_loss;
-	m->first_loss = ri->st.first_loss;
-	m->last_loss = ri->st.last_loss;
-	m->steps = (uint32_t)ri->st.steps;
-	m->train_seconds = ri->st.seconds;
-	u->session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
-	u->round = t->round;
-	u->base_version = t->version;
-	u->sample_count = (uint64_t)nd->ncases;
-	u->payload = (ProtobufCBinaryData){ pl, *payload };
-	u->payload_digest = (ProtobufCBinaryData){ 32, digest };
-	u->metrics = m;
-	u->cert_pem.data = (uint8_t *)fed_identity_cert_pem(nd->id, &cl);
-	u->cert_pem.len = cl;
-	u->signature = (ProtobufCBinaryData){ sl, *sig };
-	return 0;
-}
-
-/* Returns 0 sent (accepted or not), -1 transport failure. */
-static int
-send_update(node *nd, const Fedseg__Task *t, round_info *ri)
-{
+	fed_sha256(payload, pl, digest);
 	Fedseg__Update u = FEDSEG__UPDATE__INIT;
 	Fedseg__Metrics m = FEDSEG__METRICS__INIT;
-	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT, *rep = NULL;
-	uint8_t *payload = NULL, *sig = NULL;
-	int rv = build_update(nd, t, ri, &u, &m, &payload, &sig);
-	if (rv == 0) {
-		ri->bytes = u.payload.len;
-		env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
-		env.update = &u;
-		rv = call(nd, &env, &rep);
-	}
+	m.mean_loss = ri->st.mean_loss;
+	m.first_loss = ri->st.first_loss;
+	m.last_loss = ri->st.last_loss;
+	m.steps = (uint32_t)ri->st.steps;
+	m.train_seconds = ri->st.seconds;
+	u.round = t->round;
+	u.base_version = t->version;
+	u.sample_count = (uint64_t)nd->ncases;
+	u.payload = (ProtobufCBinaryData){ pl, payload };
+	u.payload_digest = (ProtobufCBinaryData){ 32, digest };
+	u.metrics = &m;
+	int rv = pending_save(nd, &u, t->model_digest.data);
 	free(payload);
+	return rv;
+}
+
+/* Signs the pending update for the current session and sends it.
+ * Returns 0 answered (accepted or not), -1 transport failure (the update
+ * stays pending and is sent again). */
+static int
+send_pending(node *nd, const round_info *ri)
+{
+	Fedseg__Update *u = nd_pending.u;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT, *rep = NULL;
+	uint8_t text[FED_SIGTEXT_MAX], *sig = NULL;
+	size_t sl = 0, cl = 0;
+	size_t tl = fed_sigtext_update(text, u->payload_digest.data, u->round,
+	    u->base_version, u->sample_count, nd->session);
+	if (fed_sign(nd->id, text, tl, &sig, &sl) != 0)
+		return -1;
+	u->session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
+	u->cert_pem.data = (uint8_t *)fed_identity_cert_pem(nd->id, &cl);
+	u->cert_pem.len = cl;
+	u->signature = (ProtobufCBinaryData){ sl, sig };
+	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
+	env.update = u;
+	if (getenv("FEDSEG_TEST_CRASH_AT") != NULL &&
+	    strcmp(getenv("FEDSEG_TEST_CRASH_AT"), "node_mid_upload") == 0) {
+		/* test only: start the upload, die before its reply */
+		nng_msg *m = NULL, *r = NULL;
+		if (fed_msg_pack(&env, &m) == 0)
+			fed_client_call(nd->cli, m, 2, &r, NULL);
+		crash_point("node_mid_upload");
+	}
+	int rv = call(nd, &env, &rep);
+	/* the strings in *u point at our buffers: detach before any free */
+	u->session = (ProtobufCBinaryData){ 0, NULL };
+	u->cert_pem = (ProtobufCBinaryData){ 0, NULL };
+	u->signature = (ProtobufCBinaryData){ 0, NULL };
 	free(sig);
 	if (rv != 0)
 		return -1;
 	if (rep->body_case == FEDSEG__ENVELOPE__BODY_UPDATE_ACK) {
 		const Fedseg__UpdateAck *a = rep->update_ack;
+		const Fedseg__Metrics *m = u->metrics;
 		printf("node %s: round %u: loss %.4f (first %.4f, last %.4f), "
-		    "%d steps, sent %zu bytes (%s), train %.1f s, round %.1f s, "
-		    "%s%s%s\n", nd->cn, t->round, ri->st.mean_loss,
-		    ri->st.first_loss, ri->st.last_loss, ri->st.steps,
-		    ri->bytes, fed_codec_name((int)t->codec) ?
-		    fed_codec_name((int)t->codec) : "?", ri->st.seconds,
-		    fs_now() - ri->t0, a->accepted ? "accepted" : "REJECTED",
+		    "%u steps, sent %zu bytes (%s), train %.1f s, round %.1f s, "
+		    "%s%s%s\n", nd->cn, u->round, m ? m->mean_loss : 0,
+		    m ? m->first_loss : 0, m ? m->last_loss : 0,
+		    m ? m->steps : 0, u->payload.len,
+		    fed_codec_name(u->payload.len > 6 ? u->payload.data[6] : 0)
+		    ? fed_codec_name(u->payload.data[6]) : "?",
+		    m ? m->train_seconds : 0, fs_now() - ri->t0,
+		    a->accepted ? "accepted" : "REJECTED",
 		    a->reason[0] ? ": " : "", a->reason);
 		fflush(stdout);
+		if (strncmp(a->reason, "busy", 4) == 0 ||
+		    strstr(a->reason, "cannot store") != NULL ||
+		    strstr(a->reason, "unknown session") != NULL) {
+			/* not decided: keep it and send it again */
+			if (strstr(a->reason, "unknown session") != NULL)
+				nd->joined = 0;
+			fed_msg_free(rep);
+			return fs_seterr("update not taken yet: %s", a->reason);
+		}
+		if (a->accepted)
+			nd_pending.acked = 1;
+		else
+			pending_clear(nd); /* refused for good: retrain */
 	} else if (rep->body_case == FEDSEG__ENVELOPE__BODY_ERROR) {
 		fs_log(FS_LOG_WARN, "NODE-UPDATE", "update refused: %s",
 		    rep->error->reason);
 		if (rep->error->code == FED_ERR_AUTH)
 			nd->joined = 0;
+		fed_msg_free(rep);
+		return fs_seterr("update refused: %s", rep->error->reason);
 	}
 	fed_msg_free(rep);
 	return 0;
@@ -597,9 +834,27 @@ do_task(node *nd, const Fedseg__Task *t)
 	if (global_accept(nd, t->version, &t->weights, &t->model_digest,
 	    &t->signature) != 0)
 		return -2;
-	if (train_local(nd, t, &ri) != 0)
-		return -2;
-	return send_update(nd, t, &ri);
+	hb_start(nd, t->version);
+	int rv = 0;
+	if (nd_pending.u != NULL && nd_pending.u->round == t->round &&
+	    nd_pending.u->base_version == t->version &&
+	    memcmp(nd_pending.base_digest, t->model_digest.data, 32) == 0) {
+		fs_log(FS_LOG_INFO, "NODE-RESUME", "round %u: this update was "
+		    "trained before; sending it again instead of retraining",
+		    t->round);
+	} else {
+		if (nd_pending.u != NULL)
+			pending_clear(nd); /* of an older round */
+		if (train_local(nd, t, &ri) != 0 ||
+		    make_pending(nd, t, &ri) != 0)
+			rv = -2;
+	}
+	if (rv == 0) {
+		crash_point("node_before_send");
+		rv = send_pending(nd, &ri);
+	}
+	hb_stop();
+	return rv;
 }
 
 /* ---- the loop ------------------------------------------------------------------ */
@@ -647,12 +902,35 @@ step(node *nd)
 	return rv;
 }
 
+static double
+jitter(void)
+{
+	uint8_t b[4];
+	if (fed_random(b, 4) != 0)
+		return 0.5;
+	return (double)((uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+	    (uint32_t)b[2] << 8 | b[3]) / 4294967296.0;
+}
+
 static int
 node_loop(node *nd)
 {
 	double backoff = 0.5;
 	while (!node_stop) {
-		int rv = nd->joined ? step(nd) : do_join(nd);
+		int rv;
+		if (!nd->joined) {
+			rv = do_join(nd);
+		} else if (nd_pending.u != NULL && !nd_pending.acked &&
+		    nd->version == nd_pending.u->base_version) {
+			/* an update whose answer we never got: send it again */
+			round_info ri = { .t0 = fs_now() };
+			hb_start(nd, nd->version);
+			rv = send_pending(nd, &ri) == 0 ? STEP_AGAIN :
+			    STEP_RETRY;
+			hb_stop();
+		} else {
+			rv = step(nd);
+		}
 		if (rv == STEP_DONE) {
 			printf("node %s: done, final global model version %u in "
 			    "%s/global.safetensors\n", nd->cn, nd->version,
@@ -662,9 +940,11 @@ node_loop(node *nd)
 		if (rv == STEP_FATAL)
 			return -1;
 		if (rv == STEP_RETRY) {
+			/* exponential back-off with full jitter in [b/2, b] */
+			double pause = backoff * (0.5 + 0.5 * jitter());
 			fs_log(FS_LOG_WARN, "NODE-RETRY", "%s; retrying in "
-			    "%.1f s", fs_error(), backoff);
-			nap(backoff);
+			    "%.1f s", fs_error(), pause);
+			nap(pause);
 			backoff = fmin(backoff * 2, nd->cfg.backoff_max_s);
 			continue;
 		}
@@ -678,6 +958,9 @@ node_loop(node *nd)
 static void
 node_free(node *nd)
 {
+	hb_stop();
+	fed_client_close(hb_cli);
+	hb_cli = NULL;
 	fed_client_close(nd->cli);
 	fed_identity_free(nd->id);
 	fed_trust_free(nd->trust);
@@ -716,7 +999,10 @@ node_start(node *nd)
 		nd->cfg.crl[0] ? nd->cfg.crl : NULL };
 	nd->cli = fed_client_open(nd->cfg.aggregator, &tls,
 	    nd->cfg.max_message_bytes);
-	return nd->cli != NULL ? 0 : -1;
+	if (nd->cli == NULL)
+		return -1;
+	pending_load(nd);
+	return 0;
 }
 
 static void

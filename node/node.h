@@ -35,7 +35,8 @@ typedef struct {
 	int timeout_s;               /* per request */
 	int max_cases;               /* 0 = all */
 	int save_local;              /* write local-round-NNNN.safetensors */
-	double backoff_max_s;
+	double backoff_max_s;        /* longest pause between retries */
+	double heartbeat_s;          /* while training, 0 = none */
 	int log_level;
 } node_config;
 

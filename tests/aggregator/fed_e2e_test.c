@@ -60,6 +60,12 @@ static const char *CODEC = "f32";
  * spool. Every time it is restarted; the federation must finish, the
  * chain hold, and every update it logged as accepted be in the ledger. */
 static int CRASH;
+/* "nodecrash" mode (issue 6 test 2): site-a dies after training, before
+ * sending (its update durable); site-b dies mid-upload; site-c is
+ * SIGKILLed by the test while it trains round 2. Each is restarted: a/b
+ * must send the update they trained (not train the round again), c trains
+ * round 2 again, and every round completes with all three. */
+static int NODECRASH;
 
 static int
 setup_pki(void)
@@ -513,31 +519,86 @@ check_corrupt_model(void)
 	    ".corrupt with a log line, not loaded", st);
 }
 
+static pid_t
+spawn_node(int i, const char *crash_at)
+{
+	char cfg[PATH_MAX + 64], log[PATH_MAX + 64], bin[PATH_MAX];
+	snprintf(bin, sizeof bin, "%s/node/fedseg", h_bin());
+	snprintf(cfg, sizeof cfg, "%s/%s/node.json", T, node_cn[i]);
+	snprintf(log, sizeof log, "%s/%s.log", T, node_cn[i]);
+	char *nargv[] = { bin, "node", "--config", cfg, NULL };
+	if (crash_at != NULL)
+		setenv("FEDSEG_TEST_CRASH_AT", crash_at, 1);
+	pid_t p = h_spawn(nargv, log);
+	unsetenv("FEDSEG_TEST_CRASH_AT");
+	return p;
+}
+
+static int
+node_crash_runs(pid_t *np)
+{
+	char log[PATH_MAX + 64];
+	for (int i = 0; i < 2; i++) {
+		int st = h_wait(np[i], 180);
+		T_OK(st == 137, "%s died at its crash point (status %d)",
+		    node_cn[i], st);
+		np[i] = spawn_node(i, NULL);
+	}
+	snprintf(log, sizeof log, "%s/site-c.log", T);
+	double t0 = fs_now();
+	while (!log_has(log, "round 2: training") && fs_now() - t0 < 180)
+		usleep(5000);
+	usleep(50000);
+	kill(np[2], SIGKILL);
+	int st = h_wait(np[2], 10);
+	T_OK(st == 128 + SIGKILL, "site-c SIGKILLed while training round 2");
+	np[2] = spawn_node(2, NULL);
+	return 0;
+}
+
+static void
+check_node_crashes(void)
+{
+	char log[PATH_MAX + 64];
+	for (int i = 0; i < 2; i++) {
+		snprintf(log, sizeof log, "%s/%s.log", T, node_cn[i]);
+		int trained = count_in_log(log, "round 1: training");
+		int resumed = log_has(log, "sending it again instead of "
+		    "retraining") || log_has(log, "update received, waiting");
+		T_OK(trained == 1 && log_has(log, "found the trained update "
+		    "of round 1"), "%s: after its restart it found its "
+		    "durable round-1 update and trained round 1 only once "
+		    "(%d)%s", node_cn[i], trained, resumed ? "" : " [?]");
+	}
+	snprintf(log, sizeof log, "%s/site-c.log", T);
+	T_OK(count_in_log(log, "round 2: training") >= 1, "site-c trained "
+	    "round 2 again after the kill (%d training runs)",
+	    count_in_log(log, "round 2: training"));
+}
+
 static int
 run_federation(void)
 {
-	char agg_bin[PATH_MAX], node_bin[PATH_MAX], log[PATH_MAX + 64];
+	char agg_bin[PATH_MAX], log[PATH_MAX + 64];
 	char alog[PATH_MAX + 64];
-	char cfg[NNODES][PATH_MAX + 64], acfg[PATH_MAX + 64];
+	char acfg[PATH_MAX + 64];
 	pid_t np[NNODES], ap;
 	snprintf(agg_bin, sizeof agg_bin, "%s/aggregator/fedseg-aggregator",
 	    h_bin());
-	snprintf(node_bin, sizeof node_bin, "%s/node/fedseg", h_bin());
 	snprintf(acfg, sizeof acfg, "%s/agg.json", T);
 	snprintf(alog, sizeof alog, "%s/aggregator.log", T);
 	char *aargv[] = { agg_bin, "--config", acfg, "--exit-when-done", NULL };
 	ap = spawn_agg(aargv, alog, CRASH ? "after_spool:2" : NULL);
-	for (int i = 0; i < NNODES; i++) {
-		snprintf(cfg[i], sizeof cfg[i], "%s/%s/node.json", T,
-		    node_cn[i]);
-		snprintf(log, sizeof log, "%s/%s.log", T, node_cn[i]);
-		char *nargv[] = { node_bin, "node", "--config", cfg[i], NULL };
-		np[i] = h_spawn(nargv, log);
-	}
+	static const char *ncrash[NNODES] = { "node_before_send",
+		"node_mid_upload", NULL };
+	for (int i = 0; i < NNODES; i++)
+		np[i] = spawn_node(i, NODECRASH ? ncrash[i] : NULL);
 	int ok = 1;
 	if (RESTART && kill_and_restart(&ap, aargv, alog) != 0)
 		ok = 0;
 	if (CRASH && crash_runs(&ap, aargv, alog) != 0)
+		ok = 0;
+	if (NODECRASH && node_crash_runs(np) != 0)
 		ok = 0;
 	for (int i = 0; i < NNODES; i++) {
 		int st = h_wait(np[i], 600);
@@ -566,6 +627,9 @@ main(int argc, char **argv)
 	char p[PATH_MAX + 64];
 	if (argc > 1 && strcmp(argv[1], "restart") == 0) {
 		RESTART = 1;
+		ROUNDS = 3;
+	} else if (argc > 1 && strcmp(argv[1], "nodecrash") == 0) {
+		NODECRASH = 1;
 		ROUNDS = 3;
 	} else if (argc > 1 && strcmp(argv[1], "crash") == 0) {
 		CRASH = 1;
@@ -600,6 +664,8 @@ main(int argc, char **argv)
 		check_ledger(rounds);
 		check_fedavg(n);
 		check_final(n, rounds[ROUNDS]);
+		if (NODECRASH)
+			check_node_crashes();
 		if (CRASH) {
 			check_accepted_in_ledger(rounds);
 			check_corrupt_model();
