@@ -50,8 +50,7 @@ for h in nifti safetensors envelope manifest; do
 	if (cd "$B" && TMPDIR="$B" "$B/tests/fuzz/fuzz_$h" -max_total_time="$secs" \
 		-max_len=65536 -rss_limit_mb=2048 -artifact_prefix="$B/crashes/$h-" \
 		"${dirs[@]}" >"$B/$h.log" 2>&1); then
-		echo "ok - fuzz_$h: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$B/$h.log" |
-			tail -1 || true)$(grep -Eo '#[0-9]+ *DONE.*' "$B/$h.log" | tail -1) (${secs}s)"
+		echo "ok - fuzz_$h: $(grep -Eo 'Done [0-9]+ runs' "$B/$h.log" | tail -1) in ${secs}s, corpus $(ls "$corpus" | wc -l) inputs"
 	else
 		echo "FAIL - fuzz_$h crashed; input kept in $B/crashes/:"; grep -A25 "ERROR\|runtime error" "$B/$h.log" | head -40
 		fails=$((fails + 1))
