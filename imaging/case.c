@@ -6,6 +6,7 @@
 #include "base.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,73 @@ static int clampi(int v, int lo, int hi)
 	return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Adds the --resample hint to a grid-mismatch error. */
+static void resample_hint(const img_case_ref *ref)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", fs_error());
+	fs_seterr("case %s: %s (--resample puts it on the first modality's "
+	    "grid)", ref->id, msg);
+}
+
+/* Checks v against grid g; with ref->resample, replaces v by its
+ * resampling onto g (nearest for masks) instead of failing. */
+static int on_grid(const img_case_ref *ref, const img_volume *g,
+    img_volume *v, int nearest)
+{
+	img_volume r;
+
+	if (img_grid_check(g, v) == 0)
+		return 0;
+	if (!ref->resample) {
+		resample_hint(ref);
+		return -1;
+	}
+	fs_log(FS_LOG_INFO, "imaging", "case %s: resampling %s onto the grid "
+	    "of %s (%s)", ref->id, v->path, g->path, nearest ? "nearest" :
+	    "trilinear");
+	if (img_resample(v, g, nearest, &r) != 0)
+		return -1;
+	img_volume_free(v);
+	*v = r;
+	return 0;
+}
+
+/* Resamples a uint8 label map (on lvol's grid) onto g, nearest. */
+static int labels_onto(uint8_t **lab, img_volume *lvol, const img_volume *g)
+{
+	size_t n = (size_t)lvol->nx * lvol->ny * lvol->nz, gn, i;
+	img_volume r;
+	uint8_t *nl;
+	int rv;
+
+	fs_log(FS_LOG_INFO, "imaging", "resampling labels %s onto the grid of "
+	    "%s (nearest)", lvol->path, g->path);
+	lvol->data = malloc(n * sizeof(float));
+	if (lvol->data == NULL)
+		return fs_seterr("out of memory");
+	for (i = 0; i < n; i++)
+		lvol->data[i] = (*lab)[i];
+	rv = img_resample(lvol, g, 1, &r);
+	free(lvol->data);
+	lvol->data = NULL;
+	if (rv != 0)
+		return -1;
+	gn = (size_t)g->nx * g->ny * g->nz;
+	nl = malloc(gn ? gn : 1);
+	if (nl == NULL) {
+		img_volume_free(&r);
+		return fs_seterr("out of memory");
+	}
+	for (i = 0; i < gn; i++)
+		nl[i] = (uint8_t)r.data[i];
+	img_volume_free(&r);
+	free(*lab);
+	*lab = nl;
+	return 0;
+}
+
 int img_case_load(const img_case_ref *ref, const int *mods, int nmod,
     int margin, int want_label, img_case *out)
 {
@@ -104,9 +172,10 @@ int img_case_load(const img_case_ref *ref, const int *mods, int nmod,
 			    img_modality_name(mods[m]));
 			goto out;
 		}
-		if (img_volume_read(p, &vol[m]) != 0)
+		if (img_volume_read_index(p, ref->volume[mods[m]] - 1,
+		    &vol[m]) != 0)
 			goto out;
-		if (m > 0 && img_grid_check(&vol[0], &vol[m]) != 0)
+		if (m > 0 && on_grid(ref, &vol[0], &vol[m], 0) != 0)
 			goto out;
 	}
 	c.nx = vol[0].nx;
@@ -122,7 +191,7 @@ int img_case_load(const img_case_ref *ref, const int *mods, int nmod,
 	}
 	if (ref->mask != NULL) {
 		if (img_volume_read(ref->mask, &mvol) != 0 ||
-		    img_grid_check(&vol[0], &mvol) != 0)
+		    on_grid(ref, &vol[0], &mvol, 1) != 0)
 			goto out;
 		for (i = 0; i < n; i++)
 			fmask[i] = mvol.data[i] > 0.5f;
@@ -217,8 +286,14 @@ int img_case_load(const img_case_ref *ref, const int *mods, int nmod,
 		if (img_labels_read(ref->label, &lab, &lvol) != 0)
 			goto out;
 		lvol.data = NULL;
-		if (img_grid_check(&c.ref, &lvol) != 0)
-			goto out;
+		if (img_grid_check(&c.ref, &lvol) != 0) {
+			if (!ref->resample) {
+				resample_hint(ref);
+				goto out;
+			}
+			if (labels_onto(&lab, &lvol, &c.ref) != 0)
+				goto out;
+		}
 		if (conv < 0)
 			conv = (int)img_label_conv_guess(lab, n);
 		if (img_labels_to_classes(lab, n, (img_label_conv)conv) != 0) {

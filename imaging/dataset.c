@@ -1,14 +1,17 @@
 /* dataset.c - finding cases on disk: manifests (CSV, JSON), BraTS
- * 2017-2021 and 2023 case folders, DeepMedic BRATS 2013 folders.
- * See imaging.h and docs/imaging.md. */
+ * 2017-2021 and 2023 case folders, DeepMedic BRATS 2013 folders, and the
+ * walk that hands MSD, BIDS and Flywheel folders to layouts.c.
+ * See imaging.h, docs/imaging.md and docs/data.md. */
 #define _GNU_SOURCE
 #include "imaging.h"
+#include "scan.h"
 
 #include "base.h"
 
 #include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,29 +20,8 @@
 
 #define IMG_MANIFEST_CSV "fedseg-manifest.csv"
 #define IMG_MANIFEST_JSON "fedseg-manifest.json"
-#define IMG_SCAN_DEPTH 3
+#define IMG_SCAN_DEPTH 6
 #define IMG_MAX_MANIFEST (64u << 20)
-
-/* Slots of a case during discovery: the four modalities, label, mask. */
-enum { SLOT_LABEL = IMG_NMOD, SLOT_MASK = IMG_NMOD + 1, SLOT_N };
-
-typedef struct {
-	char *id;
-	char *file[SLOT_N];
-	int dup[SLOT_N];      /* more than one candidate for the slot */
-	int label_conv;
-	int prenormalised;
-	char *where;          /* folder or manifest, for messages */
-} scan_case;
-
-typedef struct {
-	scan_case *v;
-	int n, cap;
-	/* folders already visited (symlink loops, repeated links) */
-	dev_t *dev;
-	ino_t *ino;
-	int nvis, capvis;
-} scan_list;
 
 static const char *slot_name(int s)
 {
@@ -56,8 +38,10 @@ static void scan_case_free(scan_case *c)
 
 	free(c->id);
 	free(c->where);
-	for (s = 0; s < SLOT_N; s++)
+	for (s = 0; s < SLOT_N; s++) {
 		free(c->file[s]);
+		free(c->dupfile[s]);
+	}
 	memset(c, 0, sizeof(*c));
 }
 
@@ -70,11 +54,52 @@ static void scan_list_free(scan_list *l)
 	free(l->v);
 	free(l->dev);
 	free(l->ino);
+	for (i = 0; i < l->nskip; i++) {
+		free(l->skip[i].path);
+		free(l->skip[i].id);
+		free(l->skip[i].reason);
+	}
+	free(l->skip);
 	memset(l, 0, sizeof(*l));
 }
 
+int scan_skip(scan_list *l, const char *path, const char *id,
+    const char *fmt, ...)
+{
+	img_skip *k;
+	va_list ap;
+	char *r = NULL;
+
+	if (l->nskip == l->capskip) {
+		int cap = l->capskip ? 2 * l->capskip : 8;
+		img_skip *v = realloc(l->skip, (size_t)cap * sizeof(*v));
+		if (v == NULL)
+			return fs_seterr("out of memory");
+		l->skip = v;
+		l->capskip = cap;
+	}
+	va_start(ap, fmt);
+	if (vasprintf(&r, fmt, ap) < 0)
+		r = NULL;
+	va_end(ap);
+	k = &l->skip[l->nskip];
+	k->path = strdup(path ? path : "");
+	k->id = id ? strdup(id) : NULL;
+	k->reason = r;
+	if (k->path == NULL || r == NULL || (id && k->id == NULL)) {
+		free(k->path);
+		free(k->id);
+		free(r);
+		return fs_seterr("out of memory");
+	}
+	l->nskip++;
+	fs_log(FS_LOG_WARN, "imaging", "skipping %s%s%s: %s", id ? "case " :
+	    "", id ? id : path, "", r);
+	return 0;
+}
+
 /* Finds or adds the case `id` found in `where`. NULL on out of memory. */
-static scan_case *scan_get(scan_list *l, const char *id, const char *where)
+scan_case *scan_get(scan_list *l, const char *id, const char *where)
 {
 	scan_case *c;
 	int i;
@@ -104,10 +129,15 @@ static scan_case *scan_get(scan_list *l, const char *id, const char *where)
 	return c;
 }
 
-static int scan_set(scan_case *c, int slot, const char *path)
+int scan_set(scan_case *c, int slot, const char *path)
 {
 	if (c->file[slot] != NULL) {
+		if (strcmp(c->file[slot], path) == 0)
+			return 0;
 		c->dup[slot] = 1;
+		if (c->dupfile[slot] == NULL &&
+		    (c->dupfile[slot] = strdup(path)) == NULL)
+			return fs_seterr("out of memory");
 		return 0;
 	}
 	c->file[slot] = strdup(path);
@@ -116,7 +146,7 @@ static int scan_set(scan_case *c, int slot, const char *path)
 
 /* ---- folder layouts ---------------------------------------------------- */
 
-static int has_nii_ext(const char *name, size_t *stem)
+int scan_has_nii_ext(const char *name, size_t *stem)
 {
 	size_t n = strlen(name);
 
@@ -182,12 +212,12 @@ static int scan_files(scan_list *l, const char *dir, char **names, int n)
 	base = (base && base[1]) ? base + 1 : dir;
 	/* DeepMedic: the folder is the case. */
 	for (i = 0; i < n; i++)
-		if (has_nii_ext(names[i], &stem) && stem == 21 &&
+		if (scan_has_nii_ext(names[i], &stem) && stem == 21 &&
 		    strncmp(names[i], "Flair_subtrMeanDivStd", stem) == 0)
 			dm = 1;
 	for (i = 0; i < n; i++) {
 		const char *nm = names[i];
-		if (!has_nii_ext(nm, &stem))
+		if (!scan_has_nii_ext(nm, &stem))
 			continue;
 		if (fs_path(path, sizeof(path), "%s/%s", dir, nm) != 0)
 			return -1;
@@ -203,6 +233,7 @@ static int scan_files(scan_list *l, const char *dir, char **names, int n)
 					return fs_seterr("out of memory");
 				c->prenormalised = 1;
 				c->label_conv = IMG_LABELS_BRATS2013;
+				l->layouts |= SCAN_L_DEEPMEDIC;
 				if (scan_set(c, img_deepmedic[k].slot, path))
 					return -1;
 			}
@@ -223,6 +254,7 @@ static int scan_files(scan_list *l, const char *dir, char **names, int n)
 			c = scan_get(l, id, dir);
 			if (c == NULL)
 				return fs_seterr("out of memory");
+			l->layouts |= SCAN_L_BRATS;
 			if (r->slot == SLOT_LABEL)
 				c->label_conv = r->year == 2023 ?
 				    IMG_LABELS_BRATS2023 : -1;
@@ -259,21 +291,26 @@ static int scan_visited(scan_list *l, const struct stat *st)
 	return 0;
 }
 
-static int scan_dir(scan_list *l, const char *dir, int depth)
+void scan_names_free(char **v, int n)
 {
-	DIR *d = NULL;
+	int i;
+
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int scan_list_dir(const char *dir, char ***files, int *nf, char ***dirs,
+    int *nd)
+{
+	DIR *d;
 	struct dirent *e;
 	struct stat st;
-	char **files = NULL, **dirs = NULL, path[4096];
-	int nf = 0, nd = 0, cf = 0, cd = 0, i, rv = -1, v;
+	char path[4096];
+	int cf = 0, cd = 0, rv = -1;
 
-	if (stat(dir, &st) != 0)
-		return fs_seterr("%s: %s", dir, strerror(errno));
-	v = scan_visited(l, &st);
-	if (v < 0)
-		return fs_seterr("out of memory");
-	if (v == 1)
-		return 0;
+	*files = *dirs = NULL;
+	*nf = *nd = 0;
 	d = opendir(dir);
 	if (d == NULL)
 		return fs_seterr("%s: %s", dir, strerror(errno));
@@ -287,11 +324,9 @@ static int scan_dir(scan_list *l, const char *dir, int depth)
 		if (stat(path, &st) != 0)
 			continue; /* dangling link */
 		if (S_ISDIR(st.st_mode)) {
-			if (depth >= IMG_SCAN_DEPTH)
-				continue;
-			arr = &dirs; na = &nd; ca = &cd;
+			arr = dirs; na = nd; ca = &cd;
 		} else if (S_ISREG(st.st_mode)) {
-			arr = &files; na = &nf; ca = &cf;
+			arr = files; na = nf; ca = &cf;
 		} else {
 			continue;
 		}
@@ -311,11 +346,125 @@ static int scan_dir(scan_list *l, const char *dir, int depth)
 		}
 		(*na)++;
 	}
-	qsort(files, (size_t)nf, sizeof(*files), name_cmp);
-	qsort(dirs, (size_t)nd, sizeof(*dirs), name_cmp);
+	if (*nf)
+		qsort(*files, (size_t)*nf, sizeof(**files), name_cmp);
+	if (*nd)
+		qsort(*dirs, (size_t)*nd, sizeof(**dirs), name_cmp);
+	rv = 0;
+out:
+	closedir(d);
+	if (rv != 0) {
+		scan_names_free(*files, *nf);
+		scan_names_free(*dirs, *nd);
+		*files = *dirs = NULL;
+		*nf = *nd = 0;
+	}
+	return rv;
+}
+
+int scan_is_brats_folder(char **files, int nf)
+{
+	char first[1024] = "";
+	size_t stem, k;
+	int i, slots = 0;
+
+	for (i = 0; i < nf; i++) {
+		const char *nm = files[i];
+		if (!scan_has_nii_ext(nm, &stem))
+			continue;
+		if (stem == 21 && strncmp(nm, "Flair_subtrMeanDivStd", 21) == 0)
+			return 1;
+		for (k = 0; k < sizeof(img_suffixes) / sizeof(img_suffixes[0]);
+		     k++) {
+			size_t sl = strlen(img_suffixes[k].suffix);
+			if (stem <= sl || stem - sl >= sizeof(first) ||
+			    strncasecmp(nm + stem - sl, img_suffixes[k].suffix,
+			    sl) != 0)
+				continue;
+			if (slots == 0) {
+				memcpy(first, nm, stem - sl);
+				first[stem - sl] = '\0';
+				slots = 1;
+			} else if (strlen(first) == stem - sl &&
+			    strncmp(first, nm, stem - sl) == 0) {
+				return 1; /* two slots of one id */
+			}
+		}
+	}
+	return 0;
+}
+
+static int has_name(char **v, int n, const char *name)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(v[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+/* A BIDS root: dataset_description.json, or sub-* folders holding anat/
+ * or ses-* folders. */
+static int is_bids_root(const char *dir, char **files, int nf, char **dirs,
+    int nd)
+{
+	char path[4096];
+	struct stat st;
+	int i;
+
+	for (i = 0; i < nd; i++) {
+		if (strncmp(dirs[i], "sub-", 4) != 0)
+			continue;
+		if (has_name(files, nf, "dataset_description.json"))
+			return 1;
+		if (fs_path(path, sizeof(path), "%s/%s/anat", dir, dirs[i]) == 0 &&
+		    stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			return 1;
+	}
+	return 0;
+}
+
+static int scan_dir(scan_list *l, const char *dir, int depth)
+{
+	struct stat st;
+	char **files = NULL, **dirs = NULL, path[4096];
+	int nf = 0, nd = 0, i, rv = -1, v;
+
+	if (stat(dir, &st) != 0)
+		return fs_seterr("%s: %s", dir, strerror(errno));
+	v = scan_visited(l, &st);
+	if (v < 0)
+		return fs_seterr("out of memory");
+	if (v == 1)
+		return 0;
+	if (scan_list_dir(dir, &files, &nf, &dirs, &nd) != 0)
+		return -1;
+	/* Layouts recognised by their root folder. */
+	if (has_name(files, nf, "dataset.json") && has_name(dirs, nd,
+	    "imagesTr")) {
+		rv = scan_msd(l, dir);
+		goto out;
+	}
+	if (has_name(dirs, nd, "SUBJECTS")) {
+		rv = scan_fw_sync(l, dir);
+		goto out;
+	}
+	if (is_bids_root(dir, files, nf, dirs, nd)) {
+		rv = scan_bids(l, dir);
+		goto out;
+	}
 	if (scan_files(l, dir, files, nf) != 0)
 		goto out;
+	/* A Flywheel session of a tar download: acquisition folders. */
+	v = scan_fw_tar_session(l, dir, dirs, nd, files, nf);
+	if (v != 0) {
+		rv = v < 0 ? -1 : 0;
+		goto out;
+	}
 	for (i = 0; i < nd; i++) {
+		if (depth >= IMG_SCAN_DEPTH)
+			break;
 		if (fs_path(path, sizeof(path), "%s/%s", dir, dirs[i]) != 0)
 			goto out;
 		if (scan_dir(l, path, depth + 1) != 0)
@@ -323,14 +472,8 @@ static int scan_dir(scan_list *l, const char *dir, int depth)
 	}
 	rv = 0;
 out:
-	if (d)
-		closedir(d);
-	for (i = 0; i < nf; i++)
-		free(files[i]);
-	for (i = 0; i < nd; i++)
-		free(dirs[i]);
-	free(files);
-	free(dirs);
+	scan_names_free(files, nf);
+	scan_names_free(dirs, nd);
 	return rv;
 }
 
@@ -574,13 +717,80 @@ static char *dup_or_null(const char *s, int *oom)
 	return d;
 }
 
+/* Checks that the case's files open as NIfTI with the right number of
+ * volumes; on failure writes the reason into why. */
+static int probe_case(const scan_case *c, const int *mods, int nmod,
+    char *why, size_t size)
+{
+	int j, dims[4];
+
+	for (j = 0; j < nmod + 2; j++) {
+		int slot = j < nmod ? mods[j] : j == nmod ? SLOT_LABEL :
+		    SLOT_MASK;
+		int vol = slot < IMG_NMOD ? c->vol[slot] : 0;
+		const char *p = c->file[slot];
+		if (p == NULL)
+			continue;
+		if (img_volume_probe(p, dims) != 0) {
+			snprintf(why, size, "unreadable file: %s", fs_error());
+			return -1;
+		}
+		if (dims[3] < 0) {
+			snprintf(why, size, "%s: 5-D or higher NIfTI (dim %d); "
+			    "a 3-D volume expected", p, -dims[3]);
+			return -1;
+		}
+		if (vol == 0 && dims[3] > 1) {
+			snprintf(why, size, "%s: 4-D file with %d volumes; one "
+			    "3-D volume expected for %s", p, dims[3],
+			    slot_name(slot));
+			return -1;
+		}
+		if (vol > dims[3]) {
+			snprintf(why, size, "%s: has %d volume(s); %s is "
+			    "volume %d", p, dims[3], slot_name(slot), vol - 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static const char *layout_name(unsigned b)
+{
+	static const struct { unsigned bit; const char *name; } names[] = {
+		{SCAN_L_BRATS, "brats"}, {SCAN_L_DEEPMEDIC, "deepmedic"},
+		{SCAN_L_FWTAR, "flywheel-tar"}, {SCAN_L_FWSYNC, "flywheel-sync"},
+		{SCAN_L_BIDS, "bids"}, {SCAN_L_MSD, "msd"},
+	};
+	size_t i;
+	int n = 0;
+	const char *one = "none";
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (b & names[i].bit) {
+			one = names[i].name;
+			n++;
+		}
+	if (n > 1)
+		return (b & ~(unsigned)(SCAN_L_BRATS | SCAN_L_DEEPMEDIC)) ?
+		    "mixed" : "brats";
+	return one;
+}
+
 int img_dataset_scan(const char *dir, const int *mods, int nmod,
     img_dataset *out)
+{
+	return img_dataset_scan_ex(dir, mods, nmod, 0, out);
+}
+
+int img_dataset_scan_ex(const char *dir, const int *mods, int nmod,
+    int flags, img_dataset *out)
 {
 	scan_list l;
 	img_case_ref *refs = NULL;
 	char csv[4096], json[4096];
 	struct stat st;
+	const char *layout;
 	int have_csv, have_json, i, j, k, nref = 0, oom = 0, rv = -1, kept = -1;
 
 	memset(&l, 0, sizeof(l));
@@ -599,13 +809,17 @@ int img_dataset_scan(const char *dir, const int *mods, int nmod,
 		goto out;
 	}
 	if (have_csv) {
+		layout = "manifest-csv";
 		if (manifest_csv(&l, dir, csv) != 0)
 			goto out;
 	} else if (have_json) {
+		layout = "manifest-json";
 		if (manifest_json(&l, dir, json) != 0)
 			goto out;
-	} else if (scan_dir(&l, dir, 0) != 0) {
-		goto out;
+	} else {
+		if (scan_dir(&l, dir, 0) != 0)
+			goto out;
+		layout = layout_name(l.layouts);
 	}
 
 	qsort(l.v, (size_t)l.n, sizeof(*l.v), case_cmp);
@@ -617,26 +831,41 @@ int img_dataset_scan(const char *dir, const int *mods, int nmod,
 	for (i = 0; i < l.n; i++) {
 		scan_case *c = &l.v[i];
 		const char *why = NULL;
-		char reason[256] = "";
+		char reason[1536] = "";
 		int any = 0;
 
 		for (k = 0; k < IMG_NMOD; k++)
 			any |= c->file[k] != NULL;
-		if (!any)
-			continue; /* a stray _seg file, say */
+		if (!any) {
+			if (scan_skip(&l, c->where, c->id, "%s",
+			    c->file[SLOT_LABEL] ? "a label file but no image" :
+			    "no T1, T1c, T2 or FLAIR image found") != 0)
+				goto out;
+			continue;
+		}
 		for (k = 0; k < SLOT_N && why == NULL; k++)
 			if (c->dup[k]) {
 				snprintf(reason, sizeof(reason), "two "
-				    "candidate files for %s in %s",
-				    slot_name(k), c->where);
+				    "candidate files for %s: %s and %s",
+				    slot_name(k), c->file[k],
+				    c->dupfile[k] ? c->dupfile[k] : "?");
 				why = reason;
 			}
 		for (j = 0; j < nmod && why == NULL; j++)
 			if (mods[j] < 0 || mods[j] >= IMG_NMOD ||
 			    c->file[mods[j]] == NULL) {
-				snprintf(reason, sizeof(reason), "no %s image "
-				    "in %s", img_modality_name(mods[j]),
-				    c->where);
+				int w = snprintf(reason, sizeof(reason),
+				    "no %s image in %s (found:",
+				    img_modality_name(mods[j]), c->where);
+				for (k = 0; k < SLOT_LABEL && w > 0 &&
+				     (size_t)w < sizeof(reason); k++)
+					if (c->file[k])
+						w += snprintf(reason + w,
+						    sizeof(reason) - (size_t)w,
+						    " %s", slot_name(k));
+				if (w > 0 && (size_t)w < sizeof(reason) - 1)
+					snprintf(reason + w, sizeof(reason) -
+					    (size_t)w, ")");
 				why = reason;
 			}
 		if (why == NULL && nref > 0 &&
@@ -646,14 +875,19 @@ int img_dataset_scan(const char *dir, const int *mods, int nmod,
 			    l.v[kept].where, c->where);
 			why = reason;
 		}
+		if (why == NULL && !(flags & IMG_SCAN_NO_PROBE) &&
+		    probe_case(c, mods, nmod, reason, sizeof(reason)) != 0)
+			why = reason;
 		if (why != NULL) {
-			fs_log(FS_LOG_WARN, "imaging", "skipping case %s: %s",
-			    c->id, why);
+			if (scan_skip(&l, c->where, c->id, "%s", why) != 0)
+				goto out;
 			continue;
 		}
 		refs[nref].id = dup_or_null(c->id, &oom);
-		for (k = 0; k < IMG_NMOD; k++)
+		for (k = 0; k < IMG_NMOD; k++) {
 			refs[nref].paths[k] = dup_or_null(c->file[k], &oom);
+			refs[nref].volume[k] = c->vol[k];
+		}
 		refs[nref].label = dup_or_null(c->file[SLOT_LABEL], &oom);
 		refs[nref].mask = dup_or_null(c->file[SLOT_MASK], &oom);
 		refs[nref].label_conv = c->label_conv;
@@ -665,17 +899,30 @@ int img_dataset_scan(const char *dir, const int *mods, int nmod,
 			goto out;
 		}
 	}
-	if (nref == 0) {
-		fs_seterr("%s: no usable cases found", dir);
+	if (nref == 0 && !(flags & IMG_SCAN_ALLOW_EMPTY)) {
+		if (l.nskip > 0)
+			fs_seterr("%s: no usable cases found (%d skipped; first: "
+			    "%s: %s)", dir, l.nskip, l.skip[0].id ?
+			    l.skip[0].id : l.skip[0].path, l.skip[0].reason);
+		else
+			fs_seterr("%s: no usable cases found", dir);
 		goto out;
 	}
 	out->cases = refs;
 	out->n = nref;
+	out->skipped = l.skip;
+	out->nskipped = l.nskip;
+	out->layout = layout;
+	l.skip = NULL;
+	l.nskip = l.capskip = 0;
 	refs = NULL;
 	rv = 0;
 out:
 	if (refs != NULL) {
-		img_dataset tmp = {refs, nref};
+		img_dataset tmp;
+		memset(&tmp, 0, sizeof(tmp));
+		tmp.cases = refs;
+		tmp.n = nref;
 		img_dataset_free(&tmp);
 	}
 	scan_list_free(&l);
@@ -697,6 +944,11 @@ void img_dataset_free(img_dataset *ds)
 		free(r->mask);
 	}
 	free(ds->cases);
-	ds->cases = NULL;
-	ds->n = 0;
+	for (i = 0; i < ds->nskipped; i++) {
+		free(ds->skipped[i].path);
+		free(ds->skipped[i].id);
+		free(ds->skipped[i].reason);
+	}
+	free(ds->skipped);
+	memset(ds, 0, sizeof(*ds));
 }

@@ -46,6 +46,21 @@ typedef struct img_volume {
  * truncated files, non-NIfTI, more than one volume, NaN/Inf voxels. */
 int img_volume_read(const char *path, img_volume *out);
 void img_volume_free(img_volume *v);
+/* Reads volume `index` (0-based) of a 4-D NIfTI as a 3-D img_volume whose
+ * header is 3-D (outputs written on it are 3-D). index must be below the
+ * file's 4th dimension; dims 5..7 must be 1. */
+int img_volume_read_index(const char *path, int index, img_volume *out);
+/* Header facts without reading voxels: dims (nt = 4th dim, 1 if none),
+ * 0 or -1 with an error naming the file (unreadable, not NIfTI). */
+int img_volume_probe(const char *path, int dims[4]);
+/* Resamples src onto grid's voxels through both affines (world mm):
+ * trilinear (nearest = 0) or nearest neighbour; outside src -> 0. out gets
+ * grid's dims, affine and header, src's path. */
+int img_resample(const img_volume *src, const img_volume *grid, int nearest,
+    img_volume *out);
+/* 1 if the two voxel-to-world affines differ in the sign of the x axis
+ * (a left/right flip), used for error messages. */
+int img_affine_lr_flipped(const img_volume *a, const img_volume *b);
 /* 0 if a and b share dims and affine (within 1e-3 mm); else -1 with an
  * error naming both files. */
 int img_grid_check(const img_volume *a, const img_volume *b);
@@ -61,8 +76,12 @@ int img_volume_write_float(const char *path, const img_volume *like,
 
 /* Label conventions. */
 typedef enum { IMG_LABELS_BRATS2013 = 0, IMG_LABELS_BRATS2017 = 1,
-	IMG_LABELS_BRATS2023 = 2 } img_label_conv;
-/* Parses "brats2013", "brats2017" (= 2017..2021), "brats2023". -1 if not. */
+	IMG_LABELS_BRATS2023 = 2,
+	/* Medical Segmentation Decathlon Task01: 1 edema, 2 non-enhancing
+	 * tumour, 3 enhancing tumour (-> classes 2, 1, 3). */
+	IMG_LABELS_MSD = 3 } img_label_conv;
+/* Parses "brats2013", "brats2017" (= 2017..2021), "brats2023", "msd".
+ * -1 if not. */
 int img_label_conv_parse(const char *s);
 /* File label values -> internal classes, in place over n voxels. Values
  * outside the convention are an error (names the value). */
@@ -81,11 +100,32 @@ typedef struct img_case_ref {
 	int label_conv;         /* img_label_conv, or -1 = guess from values */
 	int prenormalised;      /* 1 if images are already z-scored (skip) */
 	char *mask;             /* optional brain mask file, NULL if none */
+	/* Added for 4-D inputs and resampling; zero-initialised callers keep
+	 * the old behaviour. volume[m] = 0: paths[m] is one 3-D volume (or a
+	 * 4-D file with one volume); k > 0: modality m is volume k-1 of the
+	 * 4-D file paths[m] (MSD Task01: one file holds all modalities). */
+	int volume[IMG_NMOD];
+	/* 1: modalities, label and mask on another grid than the first
+	 * modality are resampled onto it (trilinear for images, nearest for
+	 * labels and masks) instead of being refused. */
+	int resample;
 } img_case_ref;
+
+/* A case (or file) left out by img_dataset_scan, and why. */
+typedef struct img_skip {
+	char *path;    /* the case folder, session folder, manifest or file */
+	char *id;      /* the case id if one was formed, else NULL */
+	char *reason;  /* one line: "no flair image", "two candidates ..." */
+} img_skip;
 
 typedef struct {
 	img_case_ref *cases;
 	int n;
+	/* Added: what was left out (callers that zero-initialise img_dataset
+	 * get these filled and freed by img_dataset_free). */
+	img_skip *skipped;
+	int nskipped;
+	const char *layout; /* static: "manifest-csv", "brats", "bids", ... */
 } img_dataset;
 
 /* Finds the cases under dir: a manifest (fedseg-manifest.csv / .json in dir)
@@ -95,7 +135,28 @@ typedef struct {
  * case; cases lacking one are skipped with a warning line. */
 int img_dataset_scan(const char *dir, const int *mods, int nmod,
     img_dataset *out);
+/* Flags for img_dataset_scan_ex. */
+#define IMG_SCAN_ALLOW_EMPTY 1  /* no usable case is not an error */
+#define IMG_SCAN_NO_PROBE 2     /* do not open file headers */
+/* img_dataset_scan with flags. Layouts (see docs/data.md): manifest, MSD
+ * Task01 (dataset.json), Flywheel sync (SUBJECTS/.../FILES with
+ * .flywheel.json sidecars), BIDS (sub-*), BraTS 2017-2021 / 2023 and
+ * DeepMedic folders, Flywheel tar downloads (subject/session/acquisition
+ * folders). Unless IMG_SCAN_NO_PROBE, every chosen file's NIfTI header is
+ * read; an unreadable one skips its case. */
+int img_dataset_scan_ex(const char *dir, const int *mods, int nmod,
+    int flags, img_dataset *out);
 void img_dataset_free(img_dataset *ds);
+
+/* Flywheel: the modality a file holds, from its classification (the
+ * `classification` object of a sidecar or of config.json's
+ * inputs.<name>.object, as cJSON text; NULL if none) first, then the
+ * acquisition label and the file name. Returns IMG_T1..IMG_FLAIR,
+ * IMG_NMOD for a segmentation/label file, or -1 when it is none of
+ * these (localizer, diffusion, unknown name); *why (static text) says
+ * what decided. */
+int img_flywheel_modality(const char *classification_json,
+    const char *acq_label, const char *file_name, const char **why);
 
 /* A case loaded and preprocessed for the network. */
 typedef struct img_case {

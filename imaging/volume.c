@@ -140,9 +140,18 @@ static void vol_affine(const nifti_image *nim, double a[4][4])
 }
 
 /* Opens path with nifti_clib, checks it is one 3-D NIfTI volume, and reads
- * its voxels raw (native byte order) into nim->data. */
+ * its voxels raw (native byte order) into nim->data. With index >= 0 the
+ * file may be 4-D: volume `index` is read and the header made 3-D. */
+static int vol_read_raw_index(const char *path, int index, nifti_image **pnim);
+
 static int vol_read_raw(const char *path, nifti_image **pnim)
 {
+	return vol_read_raw_index(path, -1, pnim);
+}
+
+static int vol_read_raw_index(const char *path, int index, nifti_image **pnim)
+{
+	int64_t nt = 1;
 	nifti_image *nim = NULL;
 	gzFile gz = NULL;
 	int zerr = Z_OK;
@@ -177,8 +186,15 @@ static int vol_read_raw(const char *path, nifti_image **pnim)
 		    "ASCII)", path);
 		goto out;
 	}
+	if (index >= 0 && nim->dim[0] >= 4 && nim->dim[4] > 1)
+		nt = nim->dim[4];
+	if (index >= nt) {
+		fs_seterr("%s: has %lld volume(s); volume %d asked for", path,
+		    (long long)nt, index);
+		goto out;
+	}
 	for (k = 4; k <= 7 && k <= nim->dim[0]; k++) {
-		if (nim->dim[k] > 1) {
+		if (nim->dim[k] > 1 && !(k == 4 && index >= 0)) {
 			fs_seterr("%s: has %lld volumes along dimension %d; one "
 			    "3-D volume expected", path,
 			    (long long)nim->dim[k], k);
@@ -193,7 +209,7 @@ static int vol_read_raw(const char *path, nifti_image **pnim)
 		goto out;
 	}
 	n = (size_t)nim->nx * (size_t)nim->ny * (size_t)nim->nz;
-	if ((size_t)nim->nvox != n) {
+	if ((size_t)nim->nvox != n * (size_t)nt) {
 		fs_seterr("%s: voxel count %lld does not match %zu", path,
 		    (long long)nim->nvox, n);
 		goto out;
@@ -214,6 +230,16 @@ static int vol_read_raw(const char *path, nifti_image **pnim)
 	if (gz == NULL) {
 		fs_seterr("%s: %s", nim->iname, strerror(errno));
 		goto out;
+	}
+	if (nt > 1) {
+		/* One volume of a 4-D file: its bytes, and a 3-D header so
+		 * that outputs written on it are 3-D. */
+		nim->iname_offset += (int64_t)index * (int64_t)nbytes;
+		nim->dim[4] = 1;
+		nim->dim[0] = 3;
+		for (k = 5; k <= 7; k++)
+			nim->dim[k] = 1;
+		nifti_update_dims_from_array(nim);
 	}
 	if (nim->iname_offset < 0 ||
 	    gzseek(gz, (z_off_t)nim->iname_offset, SEEK_SET) !=
@@ -260,13 +286,18 @@ out:
 
 int img_volume_read(const char *path, img_volume *out)
 {
+	return img_volume_read_index(path, -1, out);
+}
+
+int img_volume_read_index(const char *path, int index, img_volume *out)
+{
 	nifti_image *nim = NULL;
 	float *data = NULL;
 	char *pcopy = NULL;
 	size_t n;
 	int rv = -1;
 
-	if (vol_read_raw(path, &nim) != 0)
+	if (vol_read_raw_index(path, index, &nim) != 0)
 		goto out;
 	n = (size_t)nim->nvox;
 	data = malloc(n * sizeof(float));
@@ -328,10 +359,12 @@ int img_grid_check(const img_volume *a, const img_volume *b)
 			if (fabs(a->affine[i][j] - b->affine[i][j]) > 1e-3)
 				return fs_seterr("grid mismatch: %s and %s "
 				    "have different voxel-to-world affines "
-				    "(row %d col %d: %g vs %g)",
+				    "(row %d col %d: %g vs %g%s)",
 				    a->path ? a->path : "(volume)",
 				    b->path ? b->path : "(volume)", i, j,
-				    a->affine[i][j], b->affine[i][j]);
+				    a->affine[i][j], b->affine[i][j],
+				    img_affine_lr_flipped(a, b) ?
+				    "; left/right flipped" : "");
 	return 0;
 }
 
@@ -538,4 +571,48 @@ int img_labels_read(const char *path, uint8_t **lab, img_volume *vol)
 	else
 		img_volume_free(&v);
 	return 0;
+}
+
+int img_volume_probe(const char *path, int dims[4])
+{
+	nifti_image *nim;
+	struct stat st;
+	int k;
+
+	if (stat(path, &st) != 0)
+		return fs_seterr("%s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fs_seterr("%s: not a regular file", path);
+	/* Quiet: the caller reports the reason in one line. */
+	nifti_set_debug_level(0);
+	nim = nifti_image_read(path, 0);
+	nifti_set_debug_level(1);
+	if (nim == NULL || nim->iname == NULL) {
+		if (nim)
+			nifti_image_free(nim);
+		return fs_seterr("%s: not a readable NIfTI file (corrupt, "
+		    "truncated header or not NIfTI)", path);
+	}
+	if (nim->nifti_type == NIFTI_FTYPE_ANALYZE ||
+	    nim->nifti_type == NIFTI_FTYPE_ASCII) {
+		nifti_image_free(nim);
+		return fs_seterr("%s: not a NIfTI-1 or NIfTI-2 file (ANALYZE or "
+		    "ASCII)", path);
+	}
+	dims[0] = (int)nim->nx;
+	dims[1] = (int)nim->ny;
+	dims[2] = (int)nim->nz;
+	dims[3] = nim->dim[0] >= 4 && nim->dim[4] > 1 ? (int)nim->dim[4] : 1;
+	for (k = 5; k <= 7 && k <= nim->dim[0]; k++)
+		if (nim->dim[k] > 1)
+			dims[3] = -(int)nim->dim[k]; /* 5-D and up: refused */
+	nifti_image_free(nim);
+	return 0;
+}
+
+int img_affine_lr_flipped(const img_volume *a, const img_volume *b)
+{
+	/* The world x (left-right) component of the voxel x axis. */
+	double ax = a->affine[0][0], bx = b->affine[0][0];
+	return (ax > 0 && bx < 0) || (ax < 0 && bx > 0);
 }

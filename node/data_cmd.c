@@ -15,10 +15,13 @@
 static void data_usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: fedseg data scan DIR [--modalities LIST] [--format text|json]\n"
+	    "usage: fedseg data scan DIR [--modalities LIST] [--format text|json] [--no-probe]\n"
 	    "       fedseg data phantom --out DIR [--cases N] [--size N] [--seed N]\n"
-	    "scan:    lists each case with its modality files and label; cases that\n"
-	    "         lack a requested modality are reported on stderr and skipped.\n"
+	    "scan:    lists each case with its modality files and label, and each\n"
+	    "         case left out with the reason (missing modality, two candidates\n"
+	    "         for one modality, unreadable file). Layouts: manifest, BraTS,\n"
+	    "         Flywheel tar / sync, BIDS, MSD Task01 (docs/data.md). Exit 1\n"
+	    "         when no case is usable. --no-probe skips opening file headers.\n"
 	    "phantom: writes N synthetic cases (BraTS 2021 naming and labels).\n");
 }
 
@@ -27,8 +30,10 @@ static int data_scan(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"modalities", required_argument, 0, 'm'},
 	    {"format", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+	    {"no-probe", no_argument, 0, 'P'},
 	    {0, 0, 0, 0}};
-	int mods[4] = {0, 1, 2, 3}, nmod = 4, json = 0, c;
+	int mods[4] = {0, 1, 2, 3}, nmod = 4, json = 0, c, flags =
+	    IMG_SCAN_ALLOW_EMPTY, rc;
 	img_dataset ds = {0};
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -43,6 +48,7 @@ static int data_scan(int argc, char **argv)
 				return cmd_fail("data scan", "--format: text or json");
 			json = strcmp(optarg, "json") == 0;
 			break;
+		case 'P': flags |= IMG_SCAN_NO_PROBE; break;
 		case 'h': data_usage(stdout); return 0;
 		default: data_usage(stderr); return 2;
 		}
@@ -51,11 +57,12 @@ static int data_scan(int argc, char **argv)
 		data_usage(stderr);
 		return cmd_fail("data scan", "one folder expected");
 	}
-	if (img_dataset_scan(argv[optind], mods, nmod, &ds) != 0)
+	if (img_dataset_scan_ex(argv[optind], mods, nmod, flags, &ds) != 0)
 		return cmd_fail("data scan", "%s", fs_error());
 	if (json) {
 		cJSON *root = cJSON_CreateObject();
 		cJSON *arr = cJSON_AddArrayToObject(root, "cases");
+		cJSON *sk = cJSON_AddArrayToObject(root, "skipped");
 		for (int i = 0; i < ds.n; i++) {
 			cJSON *o = cJSON_CreateObject(), *m;
 			cJSON_AddStringToObject(o, "id", ds.cases[i].id);
@@ -70,22 +77,46 @@ static int data_scan(int argc, char **argv)
 				cJSON_AddNullToObject(o, "label");
 			cJSON_AddItemToArray(arr, o);
 		}
+		for (int i = 0; i < ds.nskipped; i++) {
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "path", ds.skipped[i].path);
+			cJSON_AddStringToObject(o, "reason", ds.skipped[i].reason);
+			cJSON_AddItemToArray(sk, o);
+		}
 		char *t = cJSON_Print(root);
 		printf("%s\n", t ? t : "{}");
 		free(t);
 		cJSON_Delete(root);
 	} else {
+		printf("layout: %s\n", ds.layout ? ds.layout : "?");
 		for (int i = 0; i < ds.n; i++) {
 			printf("%s:", ds.cases[i].id);
 			for (int k = 0; k < IMG_NMOD; k++)
-				if (ds.cases[i].paths[k])
+				if (ds.cases[i].paths[k]) {
 					printf(" %s", img_modality_name(k));
+					if (ds.cases[i].volume[k] > 0)
+						printf("[%d]", ds.cases[i].volume[k] - 1);
+				}
 			printf("%s\n", ds.cases[i].label ? " +label" : "");
+			for (int k = 0; k < IMG_NMOD; k++)
+				if (ds.cases[i].paths[k])
+					printf("    %-6s %s\n", img_modality_name(k),
+					    ds.cases[i].paths[k]);
+			if (ds.cases[i].label)
+				printf("    %-6s %s\n", "label", ds.cases[i].label);
 		}
-		printf("%d case(s)\n", ds.n);
+		for (int i = 0; i < ds.nskipped; i++)
+			printf("skipped %s (%s): %s\n", ds.skipped[i].id ?
+			    ds.skipped[i].id : "-", ds.skipped[i].path,
+			    ds.skipped[i].reason);
+		printf("%d case(s), %d skipped\n", ds.n, ds.nskipped);
 	}
+	rc = ds.n > 0 ? 0 : 1;
+	if (rc)
+		fprintf(stderr, "fedseg data scan: %s: no usable case\n",
+		    argv[optind]);
 	img_dataset_free(&ds);
-	return 0;
+	return rc;
 }
 
 static int data_phantom(int argc, char **argv)
