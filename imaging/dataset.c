@@ -454,14 +454,14 @@ static int scan_dir(scan_list *l, const char *dir, int depth)
 		rv = scan_bids(l, dir);
 		goto out;
 	}
-	if (scan_files(l, dir, files, nf) != 0)
-		goto out;
 	/* A Flywheel session of a tar download: acquisition folders. */
 	v = scan_fw_tar_session(l, dir, dirs, nd, files, nf);
 	if (v != 0) {
 		rv = v < 0 ? -1 : 0;
 		goto out;
 	}
+	if (scan_files(l, dir, files, nf) != 0)
+		goto out;
 	for (i = 0; i < nd; i++) {
 		if (depth >= IMG_SCAN_DEPTH)
 			break;
