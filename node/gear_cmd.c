@@ -154,17 +154,12 @@ static int write_metadata(const char *path, const char *seg_name,
 	cJSON_AddNumberToObject(v, "et", res->vol_ml[2]);
 	/* The model digest and round, from the provenance just written. */
 	if (fs_read_file(prov_path, 1 << 20, (void **)&ptext, &pn) == 0) {
-		cJSON *p = cJSON_Parse(ptext), *m;
+		cJSON *p = cJSON_Parse(ptext), *m, *mm;
 		m = cJSON_GetObjectItemCaseSensitive(p, "model");
-		if (cJSON_IsObject(m))
-			cJSON_AddItemToObject(fs, "model", cJSON_Duplicate(m, 0));
 		if (cJSON_IsObject(m)) {
-			cJSON *mm = cJSON_GetObjectItemCaseSensitive(fs, "model");
-			const char *sha = json_str(m, "sha256"), *round =
-			    json_str(m, "round");
+			mm = cJSON_Duplicate(m, 1);
 			cJSON_DeleteItemFromObject(mm, "metadata");
-			(void)sha;
-			(void)round;
+			cJSON_AddItemToObject(fs, "model", mm);
 		}
 		cJSON_Delete(p);
 		free(ptext);
