@@ -1,10 +1,16 @@
-/* bench_core.c - one full-case inference and one training step with the
- * default model, each as a ratio of its effective GFLOP/s over the GFLOP/s
- * of the same convolutions run bare through the shim in the same run (this
- * machine is shared and noisy: absolute times drift, ratios hold).
+/* bench_core.c - (1) inference of a full real case and (2) one training step
+ * with the default model, each as a ratio of its effective GFLOP/s over the
+ * GFLOP/s of the same convolutions run bare through the shim in the same
+ * run. This machine is shared and noisy, so every repeat times the bare
+ * convolutions right after the real work, and the ratio reported is the
+ * median of the per-repeat ratios (bare seconds / real seconds, which is
+ * effective GFLOP/s / bare GFLOP/s as both count the same FLOPs).
  *
  * usage: bench_core [--case DIR] [--repeats N] [--threads N] [--quick]
- * Prints one JSON object per figure. */
+ *                   [--only infer|train] [--save-weights FILE]
+ * Prints one flat JSON line per figure (bench_util.h). --save-weights
+ * writes the model's initial weights (for timing `fedseg infer`) and also
+ * prints the bare-conv figure of the inference shapes. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,23 +18,13 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "bench_util.h"
 #include "imaging.h"
 #include "model.h"
 #include "torch_c.h"
 
 #define MAXL 64
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static void stats(double *v, int n, double *mn, double *med, double *mx)
-{
-	qsort(v, n, sizeof(double), cmp_d);
-	*mn = v[0], *mx = v[n - 1], *med = v[n / 2];
-}
+#define MAXR 50
 
 /* Seconds for the bare convolutions of one forward at batch nb and input
  * d x h x w (train: forward + backward of each conv). */
@@ -71,10 +67,12 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"case", required_argument, 0, 'c'}, {"repeats", required_argument, 0, 'r'},
 	    {"threads", required_argument, 0, 't'}, {"quick", no_argument, 0, 'q'},
-	    {0, 0, 0, 0}};
-	const char *data = getenv("FEDSEG_DATA");
-	char casedir[4096];
-	int repeats = 3, threads = 0, quick = 0, c;
+	    {"only", required_argument, 0, 'o'},
+	    {"save-weights", required_argument, 0, 'w'},
+	    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+	const char *data = getenv("FEDSEG_DATA"), *only = NULL, *wout = NULL;
+	char casedir[4096], note[1024];
+	int repeats = 5, threads = 0, quick = 0, c;
 	model_spec sp = model_spec_default();
 	img_dataset ds = {0};
 	img_case cs;
@@ -90,18 +88,47 @@ int main(int argc, char **argv)
 			threads = atoi(optarg);
 		else if (c == 'q')
 			quick = 1;
-		else
-			return 2;
+		else if (c == 'o')
+			only = optarg;
+		else if (c == 'w')
+			wout = optarg;
+		else {
+			fprintf(c == 'h' ? stdout : stderr, "usage: bench_core "
+			    "[--case DIR] [--repeats N] [--threads N] [--quick] "
+			    "[--only infer|train] [--save-weights FILE]\n");
+			return c == 'h' ? 0 : 2;
+		}
 	}
-	if (repeats < 1 || repeats > 50)
-		repeats = 3;
+	if (repeats < 1 || repeats > MAXR) {
+		fprintf(stderr, "bench_core: --repeats must be 1..%d\n", MAXR);
+		return 2;
+	}
+	if (only && strcmp(only, "infer") && strcmp(only, "train")) {
+		fprintf(stderr, "bench_core: --only infer|train\n");
+		return 2;
+	}
 	if (threads <= 0)
 		threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	tc_set_threads(threads);
 	if (quick) {
 		sp.base = 4;
 		sp.depth = 3;
-		repeats = 1;
+		if (repeats > 2)
+			repeats = 2;
+	}
+	if (wout != NULL) {
+		model_table tab;
+		float *w;
+		if (model_table_build(&sp, &tab) != 0 ||
+		    (w = malloc(tab.total * sizeof(float))) == NULL)
+			return 1;
+		model_init_weights(&tab, 1, w);
+		if (model_weights_save(wout, &sp, w, NULL) != 0) {
+			fprintf(stderr, "bench_core: %s\n", fs_error());
+			return 1;
+		}
+		free(w);
+		model_table_free(&tab);
 	}
 	if (img_dataset_scan(casedir, sp.modalities, sp.nmod, &ds) != 0 || ds.n != 1 ||
 	    img_case_load(&ds.cases[0], sp.modalities, sp.nmod, 4, 0, &cs) != 0) {
@@ -113,70 +140,96 @@ int main(int argc, char **argv)
 	model_infer_opts io = model_infer_opts_default();
 	int win[3], nwin;
 	uint8_t *lab = malloc((size_t)cs.nx * cs.ny * cs.nz);
-	double t_inf[50], t_bare[50], mn, med, mx, bmn, bmed, bmx;
+	double t_real[MAXR], t_bare[MAXR], ratio[MAXR];
+	bstat sr, sb, sq;
 	model_infer_plan(&sp, &io, cs.cx, cs.cy, cs.cz, win, &nwin);
 	double fl = nwin * model_forward_flops(&sp, win[2], win[1], win[0]);
 
-	/* Inference of the whole case (brain box already cropped: the crop is
-	 * part of loading, timed separately by the command). */
-	for (int r = 0; r < repeats; r++) {
-		double t0 = fs_now();
-		if (model_segment(net, &cs, &io, lab) != 0) {
-			fprintf(stderr, "bench_core: %s\n", fs_error());
-			return 1;
+	if (wout != NULL) {
+		/* Baseline for the whole `fedseg infer` command (timed by
+		 * bench/run.sh): the bare convolutions of its windows. */
+		bare_convs(&sp, 1, win[2], win[1], win[0], 0); /* warm-up */
+		for (int r = 0; r < repeats; r++)
+			t_bare[r] = nwin * bare_convs(&sp, 1, win[2], win[1], win[0], 0);
+		sb = bench_stat(t_bare, repeats);
+		snprintf(note, sizeof(note), "%.2f GFLOP; bare %.1f GFLOP/s",
+		    fl / 1e9, fl / sb.median / 1e9);
+		bench_emit("infer_bare_conv", "bare conv3d, full-case shapes", "s",
+		    sb, "-", sb, 1.0, "-", -1, 1, note);
+		only = "none";
+	}
+	if (only == NULL || strcmp(only, "infer") == 0) {
+		/* Inference of the whole case (brain box already cropped: the
+		 * crop is part of loading, in the command's figure). One
+		 * untimed run first: allocator and thread pool warm. */
+		model_segment(net, &cs, &io, lab);
+		for (int r = 0; r < repeats; r++) {
+			double t0 = fs_now();
+			if (model_segment(net, &cs, &io, lab) != 0) {
+				fprintf(stderr, "bench_core: %s\n", fs_error());
+				return 1;
+			}
+			t_real[r] = fs_now() - t0;
+			t_bare[r] = nwin * bare_convs(&sp, 1, win[2], win[1], win[0], 0);
+			ratio[r] = t_bare[r] / t_real[r];
 		}
-		t_inf[r] = fs_now() - t0;
-		t_bare[r] = nwin * bare_convs(&sp, 1, win[2], win[1], win[0], 0);
+		sr = bench_stat(t_real, repeats);
+		sb = bench_stat(t_bare, repeats);
+		sq = bench_stat(ratio, repeats);
+		snprintf(note, sizeof(note), "case %s grid %dx%dx%d brain box "
+		    "%dx%dx%d, %d window(s) %dx%dx%d, model base %d depth %d, %d "
+		    "threads, %.2f GFLOP, %.1f GFLOP/s vs bare %.1f GFLOP/s "
+		    "(medians); per-repeat ratio min %.3f max %.3f", cs.id, cs.nx,
+		    cs.ny, cs.nz, cs.cx, cs.cy, cs.cz, nwin, win[0], win[1], win[2],
+		    sp.base, sp.depth, threads, fl / 1e9, fl / sr.median / 1e9,
+		    fl / sb.median / 1e9, sq.min, sq.max);
+		bench_emit("infer_inproc", "full-case inference, in process", "s",
+		    sr, "bare conv3d, same shapes", sb, sq.median,
+		    "effective GFLOP/s / bare conv GFLOP/s", 0.6, 1, note);
 	}
-	stats(t_inf, repeats, &mn, &med, &mx);
-	stats(t_bare, repeats, &bmn, &bmed, &bmx);
-	printf("{\"bench\": \"inference_full_case\", \"case\": \"%s\", \"grid\": "
-	    "[%d, %d, %d], \"brain_box\": [%d, %d, %d], \"windows\": %d, "
-	    "\"window\": [%d, %d, %d], \"model\": \"base %d depth %d\", "
-	    "\"threads\": %d, \"gflop\": %.2f, \"seconds\": {\"min\": %.3f, "
-	    "\"median\": %.3f, \"max\": %.3f}, \"bare_conv_seconds\": {\"min\": "
-	    "%.3f, \"median\": %.3f, \"max\": %.3f}, \"gflops\": %.2f, "
-	    "\"bare_conv_gflops\": %.2f, \"ratio\": %.3f}\n", cs.id, cs.nx, cs.ny,
-	    cs.nz, cs.cx, cs.cy, cs.cz, nwin, win[0], win[1], win[2], sp.base,
-	    sp.depth, threads, fl / 1e9, mn, med, mx, bmn, bmed, bmx,
-	    fl / med / 1e9, fl / bmed / 1e9, bmed / med);
-	fflush(stdout);
-
-	/* One training step at the default patch and batch. */
-	model_train_opts to = model_train_opts_default();
-	img_case *cp[1] = {&cs};
-	int P = quick ? 32 : to.patch;
-	double tfl = 3.0 * to.batch * model_forward_flops(&sp, P, P, P);
-	to.patch = P;
-	to.verbose = 0;
-	/* A training case needs a label: use a fake one of the brain mask so
-	 * the sampler has foreground; the timing does not depend on it. */
-	if (cs.label == NULL) {
-		size_t nv = (size_t)cs.cx * cs.cy * cs.cz;
-		cs.label = malloc(nv);
-		for (size_t i = 0; i < nv; i++)
-			cs.label[i] = cs.mask[i] ? (uint8_t)(1 + i % 3) : 0;
-	}
-	for (int r = 0; r < repeats; r++) {
-		model_train_stats st;
-		to.steps = quick ? 2 : 6;
-		if (model_train(net, cp, 1, &to, &st) != 0) {
-			fprintf(stderr, "bench_core: %s\n", fs_error());
-			return 1;
+	if (only == NULL || strcmp(only, "train") == 0) {
+		/* One training step at the default patch and batch. */
+		model_train_opts to = model_train_opts_default();
+		img_case *cp[1] = {&cs};
+		int P = quick ? 32 : to.patch;
+		double tfl = 3.0 * to.batch * model_forward_flops(&sp, P, P, P);
+		to.patch = P;
+		to.verbose = 0;
+		/* A training case needs a label: a fake one over the brain mask
+		 * gives the sampler foreground; timing does not depend on it. */
+		if (cs.label == NULL) {
+			size_t nv = (size_t)cs.cx * cs.cy * cs.cz;
+			cs.label = malloc(nv);
+			for (size_t i = 0; i < nv; i++)
+				cs.label[i] = cs.mask[i] ? (uint8_t)(1 + i % 3) : 0;
 		}
-		t_inf[r] = st.seconds / to.steps;
-		t_bare[r] = bare_convs(&sp, to.batch, P, P, P, 1);
+		to.steps = 1; /* warm-up */
+		model_train(net, cp, 1, &to, NULL);
+		for (int r = 0; r < repeats; r++) {
+			model_train_stats st;
+			to.steps = quick ? 2 : 4;
+			to.seed = 10 + r;
+			if (model_train(net, cp, 1, &to, &st) != 0) {
+				fprintf(stderr, "bench_core: %s\n", fs_error());
+				return 1;
+			}
+			t_real[r] = st.seconds / to.steps;
+			t_bare[r] = bare_convs(&sp, to.batch, P, P, P, 1);
+			ratio[r] = t_bare[r] / t_real[r];
+		}
+		sr = bench_stat(t_real, repeats);
+		sb = bench_stat(t_bare, repeats);
+		sq = bench_stat(ratio, repeats);
+		snprintf(note, sizeof(note), "patch %d^3 batch %d, model base %d "
+		    "depth %d, %d threads, %.2f GFLOP (3x forward), %.1f GFLOP/s "
+		    "vs bare fwd+bwd %.1f GFLOP/s (medians); per-repeat ratio min "
+		    "%.3f max %.3f", P, to.batch, sp.base, sp.depth, threads,
+		    tfl / 1e9, tfl / sr.median / 1e9, tfl / sb.median / 1e9,
+		    sq.min, sq.max);
+		bench_emit("train_step", "one training step (Adam)", "s", sr,
+		    "bare conv3d forward+backward, same shapes", sb, sq.median,
+		    "effective GFLOP/s / bare conv GFLOP/s", 0.5, 1, note);
 	}
-	stats(t_inf, repeats, &mn, &med, &mx);
-	stats(t_bare, repeats, &bmn, &bmed, &bmx);
-	printf("{\"bench\": \"train_step\", \"patch\": %d, \"batch\": %d, "
-	    "\"model\": \"base %d depth %d\", \"threads\": %d, \"gflop\": %.2f, "
-	    "\"seconds\": {\"min\": %.3f, \"median\": %.3f, \"max\": %.3f}, "
-	    "\"bare_conv_fwd_bwd_seconds\": {\"min\": %.3f, \"median\": %.3f, "
-	    "\"max\": %.3f}, \"gflops\": %.2f, \"bare_conv_gflops\": %.2f, "
-	    "\"ratio\": %.3f}\n", P, to.batch, sp.base, sp.depth, threads,
-	    tfl / 1e9, mn, med, mx, bmn, bmed, bmx, tfl / med / 1e9,
-	    tfl / bmed / 1e9, bmed / med);
 	model_net_destroy(net);
 	img_case_free(&cs);
 	img_dataset_free(&ds);

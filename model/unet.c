@@ -115,10 +115,11 @@ static tc_tensor *block(model_net *net, tc_scope *s, tc_tensor *x, int *pi,
 	c = tc_conv3d(s, x, p[0], NULL, stride, 1);
 	if (drop_in && c != NULL)
 		tc_scope_drop(s, x);
-	n = tc_instance_norm(s, c, p[1], p[2], NORM_EPS);
-	if (n != NULL)
+	/* Fused norm + leaky ReLU: in place on c at inference (n == c). */
+	n = tc_instance_norm_lrelu(s, c, p[1], p[2], NORM_EPS, LRELU_SLOPE);
+	if (n != NULL && n != c)
 		tc_scope_drop(s, c);
-	return tc_leaky_relu_inplace(n, LRELU_SLOPE);
+	return n;
 }
 
 tc_tensor *model_forward(model_net *net, tc_scope *s, tc_tensor *x)

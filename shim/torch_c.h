@@ -170,6 +170,14 @@ tc_tensor *tc_conv_transpose3d(tc_scope *s, const tc_tensor *x,
 tc_tensor *tc_instance_norm(tc_scope *s, const tc_tensor *x,
     const tc_tensor *gamma, const tc_tensor *beta, double eps);
 tc_tensor *tc_leaky_relu(tc_scope *s, const tc_tensor *x, double slope);
+/* leaky_relu(instance_norm(x, gamma, beta, eps), slope), fused. x is
+ * CONSUMED: when no gradient is recorded (grad mode off) and x is a
+ * contiguous float CPU tensor, x is normalised in place in two passes over
+ * memory and returned itself (no new tensor); otherwise the result is a new
+ * tensor in s (instance_norm + in-place leaky ReLU, autograd-safe) and x
+ * is left as it was. Either way use only the result afterwards. */
+tc_tensor *tc_instance_norm_lrelu(tc_scope *s, tc_tensor *x,
+    const tc_tensor *gamma, const tc_tensor *beta, double eps, double slope);
 /* In place: x = leaky_relu(x); returns x (no new tensor). Autograd-safe
  * after ops that do not need their output for backward (conv, norm). */
 tc_tensor *tc_leaky_relu_inplace(tc_tensor *x, double slope);
