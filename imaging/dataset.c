@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define IMG_MANIFEST_CSV "fedseg-manifest.csv"
 #define IMG_MANIFEST_JSON "fedseg-manifest.json"
@@ -788,7 +789,7 @@ int img_dataset_scan_ex(const char *dir, const int *mods, int nmod,
 {
 	scan_list l;
 	img_case_ref *refs = NULL;
-	char csv[4096], json[4096];
+	char csv[4096], json[4096], absdir[4096];
 	struct stat st;
 	const char *layout;
 	int have_csv, have_json, i, j, k, nref = 0, oom = 0, rv = -1, kept = -1;
@@ -798,6 +799,20 @@ int img_dataset_scan_ex(const char *dir, const int *mods, int nmod,
 		return fs_seterr("%s: %s", dir, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
 		return fs_seterr("%s: not a folder", dir);
+	/* Absolute paths in the case refs (symlinks kept), so that they
+	 * still work after a chdir (fedseg sim, node work folders). */
+	if (dir[0] != '/') {
+		char cwd[4096];
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return fs_seterr("%s: cannot get the working folder: %s",
+			    dir, strerror(errno));
+		while (dir[0] == '.' && dir[1] == '/')
+			dir += 2;
+		if (fs_path(absdir, sizeof(absdir), "%s/%s", cwd,
+		    strcmp(dir, ".") == 0 ? "" : dir) != 0)
+			return -1;
+		dir = absdir;
+	}
 	if (fs_path(csv, sizeof(csv), "%s/%s", dir, IMG_MANIFEST_CSV) != 0 ||
 	    fs_path(json, sizeof(json), "%s/%s", dir, IMG_MANIFEST_JSON) != 0)
 		return -1;
