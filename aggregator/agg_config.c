@@ -36,7 +36,7 @@ agg_config_default(void)
 	c.beta2 = 0.99;
 	c.tau = 1e-3;
 	c.node_timeout_s = 300;
-	c.rate_per_s = 20;
+	c.rate_per_s = 50;
 	c.max_message_bytes = (size_t)512 << 20;
 	c.contexts = 16;
 	c.workers = 2;

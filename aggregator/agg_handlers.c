@@ -74,6 +74,26 @@ agg_update_cert(agg *a, const ProtobufCBinaryData *pem, char cn[FED_CN_MAX])
 	return rv;
 }
 
+/* Per-node rate limit (rate_limit_per_s requests in any 1 s window),
+ * under a->mu. Returns 1 if this request may go on. */
+static int
+rate_ok(agg *a, agg_node *n)
+{
+	double now = fs_now();
+	if (a->cfg.rate_per_s <= 0 || n == NULL)
+		return 1;
+	if (now - n->window_start >= 1.0) {
+		n->window_start = now;
+		n->window_count = 0;
+	}
+	if (++n->window_count <= a->cfg.rate_per_s)
+		return 1;
+	if (n->window_count == a->cfg.rate_per_s + 1)
+		fs_log(FS_LOG_WARN, "AGG-RATE", "node %s: over %d requests/s; "
+		    "refusing the excess", n->cn, a->cfg.rate_per_s);
+	return 0;
+}
+
 /* ---- Join ---------------------------------------------------------------- */
 
 static int
@@ -127,6 +147,12 @@ on_join(agg *a, const Fedseg__Join *j)
 	if (fed_sign(a->id, text, tl, &sig, &sl) != 0)
 		return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
 	pthread_mutex_lock(&a->mu);
+	if (!rate_ok(a, agg_node_find(a, cn))) {
+		pthread_mutex_unlock(&a->mu);
+		free(sig);
+		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
+		    "requests/s", a->cfg.rate_per_s);
+	}
 	int rv = node_add(a, cn, session);
 	int joined = 0;
 	for (int i = 0; i < a->nnodes; i++)
@@ -233,6 +259,11 @@ on_task_request(agg *a, const Fedseg__TaskRequest *r)
 		pthread_mutex_unlock(&a->mu);
 		return fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
 		    "first");
+	}
+	if (!rate_ok(a, n)) {
+		pthread_mutex_unlock(&a->mu);
+		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
+		    "requests/s", a->cfg.rate_per_s);
 	}
 	n->last_seen = fs_now();
 	if (a->phase == AGG_TRAINING && !n->selected &&
@@ -425,6 +456,12 @@ on_update(agg *a, const Fedseg__Update *u)
 		return ack_reply(u->round, 0, fs_error());
 	}
 	pthread_mutex_lock(&a->mu);
+	if (!rate_ok(a, agg_node_find(a, cn))) {
+		pthread_mutex_unlock(&a->mu);
+		snprintf(why, sizeof why, "busy: rate limit of %d requests/s",
+		    a->cfg.rate_per_s);
+		return update_refuse(cn, u->round, U_REJECT, why);
+	}
 	int st = update_state_check(a, u, cn, why, sizeof why);
 	if (st == U_OK) {
 		agg_node *n = agg_node_find(a, cn);

@@ -57,6 +57,17 @@ setup(agg *a)
 	const char *pem = fed_identity_cert_pem(a->id, &pl);
 	if (fed_trust_verify_cert(a->trust, pem, pl, "aggregator", cn) != 0)
 		return fs_preferr("own certificate %s", a->cfg.cert);
+	double days = fed_cert_days_left(a->cfg.cert);
+	if (days < 30)
+		fs_log(FS_LOG_WARN, "AGG-CERT", "certificate %s expires in %.0f "
+		    "days: renew it (fedseg certs renew)", a->cfg.cert, days);
+	if (a->cfg.crl[0] != '\0') {
+		double cd = fed_crl_days_left(a->cfg.crl);
+		if (cd < 7)
+			fs_log(FS_LOG_WARN, "AGG-CRL", "CRL %s must be "
+			    "re-issued within %.1f days (after that every "
+			    "certificate is refused)", a->cfg.crl, cd);
+	}
 	if (model_table_build(&a->cfg.spec, &a->tab) != 0)
 		return -1;
 	a->n = a->tab.total;

@@ -293,8 +293,9 @@ load_cases(node *nd)
 		return fs_seterr("out of memory");
 	for (int i = 0; i < n; i++)
 		nd->case_ptrs[i] = &nd->cases[i];
-	fs_log(FS_LOG_INFO, "NODE-DATA", "%d case(s) loaded from %s",
-	    nd->ncases, nd->cfg.data);
+	/* no patient paths at info level (PHI): the folder only at debug */
+	fs_log(FS_LOG_INFO, "NODE-DATA", "%d case(s) loaded", nd->ncases);
+	fs_log(FS_LOG_DEBUG, "NODE-DATA", "cases from %s", nd->cfg.data);
 	return 0;
 }
 

@@ -1,0 +1,650 @@
+/*
+ * fed_robust_test.c - dropouts, robust aggregation and server optimisers
+ * against real fedseg-aggregator processes over real mutual TLS on
+ * 127.0.0.1. The nodes are small clients speaking the real protocol with
+ * hand-made deltas, so every expected model can be computed here,
+ * independently of the aggregator's code:
+ *  - dropouts (issue 6 test 3): a node that never answers -> the round
+ *    closes at its deadline with the others, its late update is
+ *    acknowledged and discarded; with node_timeout_s a silent session
+ *    expires and the round closes without waiting for the deadline, while
+ *    a node sending heartbeats is kept;
+ *  - model replacement (test 4): one node sends a delta x1000; with plain
+ *    FedAvg the global model moves by far more than any honest update
+ *    (the damage), with clip_norm / median / trimmed_mean its change stays
+ *    within a bound computed from the honest updates;
+ *  - FedAvgM / FedAdam / FedYogi: two rounds equal the formulas; FedAdam's
+ *    state survives a SIGKILL + restart between the rounds;
+ *  - allow-list: a valid node certificate whose CN is not listed is refused.
+ */
+#include <cJSON.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "certs.h"
+#include "codec.h"
+#include "crypto.h"
+#include "harness.h"
+#include "ledger.h"
+#include "model.h"
+#include "msg.h"
+#include "test.h"
+#include "transport.h"
+
+static char T[PATH_MAX], URL[64], DIR_[PATH_MAX + 64];
+static size_t NW;
+static uint8_t TABLE[32];
+
+typedef struct {
+	const char *cn;
+	fed_client *cli;
+	fed_identity *id;
+	uint8_t session[32];
+	uint32_t round, version;
+} peer;
+
+static Fedseg__Envelope *
+call(fed_client *c, Fedseg__Envelope *env, int timeout_ms)
+{
+	nng_msg *m = NULL, *r = NULL;
+	Fedseg__Envelope *rep = NULL;
+	int code;
+	if (fed_msg_pack(env, &m) != 0 ||
+	    fed_client_call(c, m, timeout_ms, &r, NULL) != 0)
+		return NULL;
+	if (fed_msg_unpack(nng_msg_body(r), nng_msg_len(r), &rep, &code))
+		rep = NULL;
+	nng_msg_free(r);
+	return rep;
+}
+
+static int
+peer_join(peer *p)
+{
+	uint8_t nonce[32], text[FED_SIGTEXT_MAX], *sig = NULL;
+	size_t sl = 0, pl = 0;
+	fed_random(nonce, 32);
+	uint64_t now = fed_unix_ms();
+	size_t tl = fed_sigtext_join(text, nonce, now);
+	fed_sign(p->id, text, tl, &sig, &sl);
+	Fedseg__Join j = FEDSEG__JOIN__INIT;
+	j.cert_pem.data = (uint8_t *)fed_identity_cert_pem(p->id, &pl);
+	j.cert_pem.len = pl;
+	j.nonce = (ProtobufCBinaryData){ 32, nonce };
+	j.time_unix_ms = now;
+	j.signature = (ProtobufCBinaryData){ sl, sig };
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_JOIN;
+	env.join = &j;
+	Fedseg__Envelope *r = call(p->cli, &env, 10000);
+	free(sig);
+	int ok = r && r->body_case == FEDSEG__ENVELOPE__BODY_JOIN_ACK;
+	if (ok)
+		memcpy(p->session, r->join_ack->session.data, 32);
+	else
+		fs_seterr("%s: no JoinAck (%s)", p->cn, r && r->body_case ==
+		    FEDSEG__ENVELOPE__BODY_ERROR ? r->error->reason : "none");
+	fed_msg_free(r);
+	return ok ? 0 : -1;
+}
+
+static int
+peer_open(peer *p, const char *cn)
+{
+	char pem[PATH_MAX + 64], ca[PATH_MAX + 64];
+	memset(p, 0, sizeof *p);
+	p->cn = cn;
+	snprintf(pem, sizeof pem, "%s/pki/%s.pem", T, cn);
+	snprintf(ca, sizeof ca, "%s/pki/ca.crt", T);
+	fed_tls_paths tls = { pem, ca, NULL };
+	p->id = fed_identity_load(pem, pem);
+	p->cli = fed_client_open(URL, &tls, 0);
+	if (p->id == NULL || p->cli == NULL)
+		return -1;
+	return peer_join(p);
+}
+
+static void
+peer_close(peer *p)
+{
+	fed_client_close(p->cli);
+	fed_identity_free(p->id);
+	memset(p, 0, sizeof *p);
+}
+
+static Fedseg__Envelope *
+task_request(peer *p, uint32_t have)
+{
+	Fedseg__TaskRequest tr = FEDSEG__TASK_REQUEST__INIT;
+	tr.session = (ProtobufCBinaryData){ 32, p->session };
+	tr.have_version = have;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_TASK_REQUEST;
+	env.task_request = &tr;
+	return call(p->cli, &env, 10000);
+}
+
+/* Asks until a Task comes; *g (NW floats, may be NULL) gets the global. */
+static int
+get_task(peer *p, float *g)
+{
+	for (int i = 0; i < 200; i++) {
+		Fedseg__Envelope *r = task_request(p, UINT32_MAX);
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_TASK) {
+			p->round = r->task->round;
+			p->version = r->task->version;
+			if (g != NULL)
+				fed_codec_decode(r->task->weights.data,
+				    r->task->weights.len, NW, TABLE, g, NULL);
+			fed_msg_free(r);
+			return 0;
+		}
+		int wait = r && r->body_case == FEDSEG__ENVELOPE__BODY_WAIT;
+		fed_msg_free(r);
+		if (!wait)
+			return fs_seterr("%s: no Task", p->cn);
+		usleep(50000);
+	}
+	return fs_seterr("%s: no Task in 10 s", p->cn);
+}
+
+/* Sends delta with 1 sample; returns the UpdateAck (accepted 1/0, reason
+ * copied to why) or -1 without an ack. */
+static int
+send_update(peer *p, const float *delta, char *why, size_t wl)
+{
+	uint8_t digest[32], text[FED_SIGTEXT_MAX], *pl = NULL, *sig = NULL;
+	size_t pn = 0, sl = 0, cl = 0;
+	fed_codec_wrap(FED_CODEC_F32, 0, NW, TABLE, delta, NW * 4, &pl, &pn);
+	fed_sha256(pl, pn, digest);
+	size_t tl = fed_sigtext_update(text, digest, p->round, p->version, 1,
+	    p->session);
+	fed_sign(p->id, text, tl, &sig, &sl);
+	Fedseg__Update u = FEDSEG__UPDATE__INIT;
+	Fedseg__Metrics m = FEDSEG__METRICS__INIT;
+	m.mean_loss = 0.5;
+	u.session = (ProtobufCBinaryData){ 32, p->session };
+	u.round = p->round;
+	u.base_version = p->version;
+	u.sample_count = 1;
+	u.payload = (ProtobufCBinaryData){ pn, pl };
+	u.payload_digest = (ProtobufCBinaryData){ 32, digest };
+	u.metrics = &m;
+	u.cert_pem.data = (uint8_t *)fed_identity_cert_pem(p->id, &cl);
+	u.cert_pem.len = cl;
+	u.signature = (ProtobufCBinaryData){ sl, sig };
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
+	env.update = &u;
+	Fedseg__Envelope *r = call(p->cli, &env, 10000);
+	free(pl);
+	free(sig);
+	int rv = -1;
+	if (r && r->body_case == FEDSEG__ENVELOPE__BODY_UPDATE_ACK) {
+		rv = r->update_ack->accepted ? 1 : 0;
+		snprintf(why, wl, "%s", r->update_ack->reason);
+	} else {
+		snprintf(why, wl, "no ack");
+	}
+	fed_msg_free(r);
+	return rv;
+}
+
+/* ---- aggregator processes ------------------------------------------------- */
+
+static pid_t AP;
+static char ALOG[PATH_MAX + 128];
+
+static int
+agg_start(const char *name, const char *extra, int rounds, int min_nodes,
+    int min_updates, double deadline)
+{
+	char cfg[4096], p[PATH_MAX + 128], bin[PATH_MAX];
+	snprintf(URL, sizeof URL, "tls+tcp://127.0.0.1:%d", h_free_port());
+	snprintf(DIR_, sizeof DIR_, "%s/%s", T, name);
+	fs_mkdir_p(DIR_, 0);
+	snprintf(cfg, sizeof cfg,
+	    "{\"listen\": \"%s\", \"cert\": \"../pki/aggregator.pem\",\n"
+	    " \"ca\": \"../pki/ca.crt\", \"crl\": \"../pki/crl.pem\",\n"
+	    " \"state_dir\": \"state\", \"model\": {\"base\": 4, \"depth\": 2},\n"
+	    " \"rounds\": %d, \"min_nodes\": %d, \"min_updates\": %d,\n"
+	    " \"round_deadline_s\": %g, \"wait_ms\": 50,\n"
+	    " \"train\": {\"steps\": 2, \"batch\": 1, \"patch\": 32}%s%s}\n",
+	    URL, rounds, min_nodes, min_updates, deadline, extra[0] ? ",\n" :
+	    "", extra);
+	snprintf(p, sizeof p, "%s/agg.json", DIR_);
+	h_write(p, cfg);
+	snprintf(bin, sizeof bin, "%s/aggregator/fedseg-aggregator", h_bin());
+	snprintf(ALOG, sizeof ALOG, "%s/aggregator.log", DIR_);
+	char *argv[] = { bin, "--config", p, NULL };
+	AP = h_spawn(argv, ALOG);
+	return AP > 0 ? 0 : -1;
+}
+
+static int
+agg_restart(void)
+{
+	char p[PATH_MAX + 128], bin[PATH_MAX];
+	snprintf(p, sizeof p, "%s/agg.json", DIR_);
+	snprintf(bin, sizeof bin, "%s/aggregator/fedseg-aggregator", h_bin());
+	char *argv[] = { bin, "--config", p, NULL };
+	AP = h_spawn(argv, ALOG);
+	return AP > 0 ? 0 : -1;
+}
+
+static void
+agg_stop(void)
+{
+	kill(AP, SIGTERM);
+	int st = h_wait(AP, 20);
+	if (st != 0) {
+		printf("    aggregator exit %d\n", st);
+		h_tail(ALOG, 20);
+	}
+}
+
+static float *
+model(int version)
+{
+	char p[PATH_MAX + 128];
+	model_spec s;
+	float *w = NULL;
+	snprintf(p, sizeof p, "%s/state/models/round-%04d.safetensors", DIR_,
+	    version);
+	for (int i = 0; i < 600 && !h_exists(p); i++)
+		usleep(50000);
+	usleep(100000); /* the ledger line follows the model file */
+	if (model_weights_load(p, &s, &w, NULL) != 0)
+		printf("    cannot load %s: %s\n", p, fs_error());
+	return w;
+}
+
+static cJSON *
+ledger_round(int r)
+{
+	char p[PATH_MAX + 128], *text = NULL, *save = NULL;
+	size_t n;
+	cJSON *out = NULL;
+	snprintf(p, sizeof p, "%s/state/ledger.jsonl", DIR_);
+	if (fs_read_file(p, 1 << 24, (void **)&text, &n) != 0)
+		return NULL;
+	for (char *l = strtok_r(text, "\n", &save); l;
+	    l = strtok_r(NULL, "\n", &save)) {
+		cJSON *o = cJSON_Parse(l);
+		if (o && cJSON_GetObjectItem(o, "round")->valueint == r) {
+			cJSON_Delete(out);
+			out = o;
+		} else {
+			cJSON_Delete(o);
+		}
+	}
+	free(text);
+	return out;
+}
+
+static int
+log_has(const char *needle)
+{
+	char *text = NULL;
+	size_t n;
+	int hit = 0;
+	if (fs_read_file(ALOG, 1 << 24, (void **)&text, &n) == 0)
+		hit = strstr(text, needle) != NULL;
+	free(text);
+	return hit;
+}
+
+static float *
+delta(int k, float scale)
+{
+	float *d = malloc(NW * sizeof(float));
+	for (size_t i = 0; i < NW; i++)
+		d[i] = scale * 0.01f * sinf(0.37f * (float)i + 1.3f * (float)k) +
+		    0.002f * (float)k;
+	return d;
+}
+
+static double
+norm(const float *a, const float *b)
+{
+	double s = 0;
+	for (size_t i = 0; i < NW; i++) {
+		double x = (double)a[i] - (b ? (double)b[i] : 0);
+		s += x * x;
+	}
+	return sqrt(s);
+}
+
+/* ---- test 3: dropouts ------------------------------------------------------ */
+
+static void
+test_deadline(void)
+{
+	peer p[3];
+	char why[256];
+	const char *cn[3] = { "n1", "n2", "n3" };
+	T_PASS(agg_start("deadline", "\"node_timeout_s\": 0", 1, 3, 2, 3.0));
+	for (int i = 0; i < 3; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 3; i++)
+		T_PASS(get_task(&p[i], NULL));
+	double t0 = fs_now();
+	float *d = delta(1, 1);
+	for (int i = 0; i < 2; i++)
+		T_OK(send_update(&p[i], d, why, sizeof why) == 1, "%s: update "
+		    "accepted (%s)", cn[i], why);
+	float *g1 = model(1);
+	double took = fs_now() - t0;
+	cJSON *l = ledger_round(1);
+	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
+	    "contributors")) : -1;
+	T_OK(g1 != NULL && nc == 2 && took > 2.0 && took < 15,
+	    "n3 never answers: round 1 closed at its deadline (3 s; after "
+	    "%.1f s) with the 2 others", took);
+	int a = send_update(&p[2], d, why, sizeof why);
+	T_OK(a == 0 && strstr(why, "late") != NULL, "n3's late update is "
+	    "acknowledged and discarded: \"%s\"", why);
+	cJSON_Delete(l);
+	free(g1);
+	free(d);
+	for (int i = 0; i < 3; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
+static void
+test_expiry(void)
+{
+	peer p[4];
+	char why[256];
+	const char *cn[4] = { "n1", "n2", "n3", "n4" };
+	T_PASS(agg_start("expiry", "\"node_timeout_s\": 1.5", 1, 4, 2, 600));
+	for (int i = 0; i < 4; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 4; i++)
+		T_PASS(get_task(&p[i], NULL));
+	double t0 = fs_now();
+	float *d = delta(2, 1);
+	for (int i = 0; i < 2; i++)
+		T_OK(send_update(&p[i], d, why, sizeof why) == 1, "%s: update "
+		    "accepted", cn[i]);
+	/* n4 trains for 3 s, sending a heartbeat every 0.5 s; n3 is silent */
+	int hb_wait = 1;
+	while (fs_now() - t0 < 3.0) {
+		Fedseg__Envelope *r = task_request(&p[3], p[3].version);
+		hb_wait &= r && r->body_case == FEDSEG__ENVELOPE__BODY_WAIT &&
+		    strstr(r->wait->reason, "heartbeat") != NULL;
+		fed_msg_free(r);
+		for (int i = 0; i < 2; i++)   /* n1, n2 poll while waiting */
+			fed_msg_free(task_request(&p[i], 0));
+		usleep(500000);
+	}
+	T_OK(hb_wait, "n4's heartbeats while training are answered Wait "
+	    "(\"heartbeat\"), not with the model again");
+	T_OK(send_update(&p[3], d, why, sizeof why) == 1, "n4's update after "
+	    "3 s of heartbeats accepted (%s)", why);
+	float *g1 = model(1);
+	double took = fs_now() - t0;
+	cJSON *l = ledger_round(1);
+	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
+	    "contributors")) : -1;
+	T_OK(g1 != NULL && nc == 3 && took < 20, "n3 silent: its session "
+	    "expired (node_timeout_s 1.5), round 1 closed after %.1f s (not "
+	    "the 600 s deadline) with n1, n2, n4", took);
+	T_OK(log_has("AGG-EXPIRE") && log_has("node n3 silent"), "the log "
+	    "names the dropped node");
+	int a = send_update(&p[2], d, why, sizeof why);
+	T_OK(a == 0, "n3's update afterwards is refused: \"%s\"", why);
+	cJSON_Delete(l);
+	free(g1);
+	free(d);
+	for (int i = 0; i < 4; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
+/* ---- test 4: a model-replacement attempt ---------------------------------- */
+
+/* 3 honest nodes and one sending 1000 x a delta. Returns ||g1 - g0|| and
+ * writes the coordinate-wise bound from the honest updates to *bound. */
+static double
+replacement(const char *name, const char *extra, float **gout,
+    float *const hon[3], const float *evil)
+{
+	peer p[4];
+	char why[256];
+	const char *cn[4] = { "n1", "n2", "n3", "mallory" };
+	float *g0 = malloc(NW * sizeof(float));
+	double moved = -1;
+	T_PASS(agg_start(name, extra, 1, 4, 4, 600));
+	for (int i = 0; i < 4; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 4; i++)
+		T_PASS(get_task(&p[i], i == 0 ? g0 : NULL));
+	int ok = 1;
+	for (int i = 0; i < 4; i++)
+		ok &= send_update(&p[i], i < 3 ? hon[i] : evil, why,
+		    sizeof why) == 1;
+	T_OK(ok, "%s: 4 updates accepted (one scaled x1000)", name);
+	float *g1 = model(1);
+	if (g1 != NULL) {
+		for (size_t i = 0; i < NW; i++)
+			g1[i] -= g0[i];
+		moved = norm(g1, NULL);
+	}
+	*gout = g1;
+	free(g0);
+	for (int i = 0; i < 4; i++)
+		peer_close(&p[i]);
+	agg_stop();
+	return moved;
+}
+
+static int
+cmpf(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
+}
+
+static void
+test_replacement(void)
+{
+	float *hon[3] = { delta(1, 1.0f), delta(2, 0.8f), delta(3, 1.2f) };
+	float *evil = delta(4, 1000.0f);
+	double hmax = 0, box = 0;
+	for (int k = 0; k < 3; k++)
+		hmax = fmax(hmax, norm(hon[k], NULL));
+	for (size_t i = 0; i < NW; i++) {
+		double m = 0;
+		for (int k = 0; k < 3; k++)
+			m = fmax(m, fabs(hon[k][i]));
+		box += m * m;
+	}
+	box = sqrt(box); /* any value inside the honest range per coordinate */
+	printf("honest update norms <= %.4f, coordinate box %.4f, hostile "
+	    "%.1f\n", hmax, box, norm(evil, NULL));
+	float *d;
+	double m = replacement("fedavg", "\"strategy\": \"fedavg\"", &d, hon,
+	    evil);
+	T_OK(m > 50 * box, "plain FedAvg: the global model moved by %.2f "
+	    "(> 50 x the honest bound %.4f): the attack works", m, box);
+	free(d);
+	char extra[128];
+	snprintf(extra, sizeof extra, "\"strategy\": \"fedavg\", "
+	    "\"clip_norm\": %.6f", hmax);
+	m = replacement("clip", extra, &d, hon, evil);
+	T_OK(m >= 0 && m <= hmax * 1.0001, "FedAvg + clip_norm %.4f: moved "
+	    "%.4f <= clip_norm", hmax, m);
+	free(d);
+	m = replacement("median", "\"strategy\": \"median\"", &d, hon, evil);
+	T_OK(m >= 0 && m <= box * 1.0001, "coordinate-wise median: moved %.4f "
+	    "<= honest bound %.4f", m, box);
+	double err = 0;
+	for (size_t i = 0; d && i < NW; i++) {
+		float c[4] = { hon[0][i], hon[1][i], hon[2][i], evil[i] };
+		qsort(c, 4, sizeof(float), cmpf);
+		err = fmax(err, fabs(0.5 * ((double)c[1] + c[2]) - d[i]));
+	}
+	T_OK(d != NULL && err < 1e-6, "median = independent per-coordinate "
+	    "median of the 4 deltas (max err %.2g)", err);
+	free(d);
+	m = replacement("trimmed", "\"strategy\": \"trimmed_mean\", "
+	    "\"trim_fraction\": 0.25", &d, hon, evil);
+	T_OK(m >= 0 && m <= box * 1.0001, "trimmed mean (25%% each end): "
+	    "moved %.4f <= honest bound %.4f", m, box);
+	free(d);
+	cJSON *l = ledger_round(1);
+	const cJSON *ag = l ? cJSON_GetObjectItem(l, "aggregation") : NULL;
+	T_OK(ag && strcmp(cJSON_GetObjectItem(ag, "rule")->valuestring,
+	    "trimmed_mean") == 0 && strstr(cJSON_GetObjectItem(l,
+	    "strategy")->valuestring, "trimmed_mean"), "the ledger records "
+	    "the strategy (%s)", l ? cJSON_GetObjectItem(l,
+	    "strategy")->valuestring : "?");
+	cJSON_Delete(l);
+	for (int k = 0; k < 3; k++)
+		free(hon[k]);
+	free(evil);
+}
+
+/* ---- server optimisers ------------------------------------------------------ */
+
+static void
+test_server_opt(const char *opt, int restart)
+{
+	peer p[2];
+	char why[256], extra[256], name[64];
+	const char *cn[2] = { "n1", "n2" };
+	const double lr = 0.05, b1 = 0.9, b2 = 0.99, tau = 1e-3, mom = 0.8;
+	snprintf(name, sizeof name, "%s%s", opt, restart ? "-restart" : "");
+	snprintf(extra, sizeof extra, "\"server_optimizer\": \"%s\", "
+	    "\"server_lr\": %g, \"beta1\": %g, \"beta2\": %g, \"tau\": %g, "
+	    "\"server_momentum\": %g", opt, lr, b1, b2, tau, mom);
+	T_PASS(agg_start(name, extra, 2, 2, 2, 600));
+	float *g = malloc(NW * sizeof(float)), *w = malloc(NW * sizeof(float));
+	float *m = calloc(NW, sizeof(float)), *v = calloc(NW, sizeof(float));
+	double err = 0;
+	for (int r = 1; r <= 2; r++) {
+		float *d[2] = { delta(10 * r, 1.0f), delta(10 * r + 1, 0.5f) };
+		for (int i = 0; i < 2; i++)
+			T_PASS(peer_open(&p[i], cn[i]));
+		for (int i = 0; i < 2; i++)
+			T_PASS(get_task(&p[i], i == 0 ? g : NULL));
+		for (int i = 0; i < 2; i++)
+			T_OK(send_update(&p[i], d[i], why, sizeof why) == 1,
+			    "%s round %d: %s accepted", name, r, cn[i]);
+		/* the same formulas, independently (state kept as float) */
+		for (size_t i = 0; i < NW; i++) {
+			double gi = (float)(((double)d[0][i] + d[1][i]) / 2);
+			double step;
+			if (strcmp(opt, "fedavgm") == 0) {
+				m[i] = (float)(mom * m[i] + gi);
+				step = m[i];
+			} else {
+				m[i] = (float)(b1 * m[i] + (1 - b1) * gi);
+				double vv = v[i];
+				if (strcmp(opt, "fedadam") == 0)
+					vv = b2 * vv + (1 - b2) * gi * gi;
+				else
+					vv -= (1 - b2) * gi * gi *
+					    (vv > gi * gi ? 1 : -1);
+				v[i] = (float)vv;
+				step = m[i] / (sqrt((double)v[i]) + tau);
+			}
+			w[i] = (float)((double)g[i] + lr * step);
+		}
+		float *got = model(r);
+		for (size_t i = 0; got && i < NW; i++)
+			err = fmax(err, fabs((double)got[i] - w[i]) /
+			    (1e-3 + fabs((double)w[i])));
+		if (got == NULL)
+			err = 1;
+		free(got);
+		for (int i = 0; i < 2; i++) {
+			peer_close(&p[i]);
+			free(d[i]);
+		}
+		if (r == 1 && restart) {
+			kill(AP, SIGKILL);
+			h_wait(AP, 10);
+			T_PASS(agg_restart());
+		}
+	}
+	T_OK(err < 1e-5, "%s: two rounds equal the formula%s (max rel err "
+	    "%.2g)", opt, restart ? ", its state surviving a SIGKILL + "
+	    "restart between them" : "", err);
+	cJSON *l = ledger_round(2);
+	T_OK(l && cJSON_GetObjectItem(l, "server_state_digest") &&
+	    strstr(cJSON_GetObjectItem(l, "strategy")->valuestring, opt),
+	    "%s: ledger records the optimiser and its state digest", opt);
+	cJSON_Delete(l);
+	free(g);
+	free(w);
+	free(m);
+	free(v);
+	agg_stop();
+}
+
+/* ---- allow-list ---------------------------------------------------------------- */
+
+static void
+test_allow_list(void)
+{
+	peer p;
+	T_PASS(agg_start("allow", "\"allowed_nodes\": [\"n1\", \"n2\"]", 1, 2,
+	    1, 600));
+	T_OK(peer_open(&p, "n1") == 0, "n1 (listed) joins");
+	peer_close(&p);
+	int rv = peer_open(&p, "n3");
+	T_OK(rv != 0 && strstr(fs_error(), "allowed_nodes") != NULL,
+	    "n3 (valid certificate, not listed) refused: %s", fs_error());
+	peer_close(&p);
+	agg_stop();
+}
+
+int
+main(void)
+{
+	char d[PATH_MAX + 64];
+	if (h_bin() == NULL) {
+		printf("FAIL: FEDSEG_BIN not set (run through ctest)\n");
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	model_spec s = model_spec_default();
+	model_table t;
+	s.base = 4;
+	s.depth = 2;
+	model_table_build(&s, &t);
+	NW = t.total;
+	char *tt = model_table_text(&t);
+	fed_sha256(tt, strlen(tt), TABLE);
+	free(tt);
+	model_table_free(&t);
+	T_PASS(h_tmpdir("robust", T));
+	snprintf(d, sizeof d, "%s/pki", T);
+	T_PASS(certs_init(d, "robust", 30));
+	T_PASS(certs_issue(d, "aggregator", "aggregator", NULL, NULL, 30));
+	const char *nodes[] = { "n1", "n2", "n3", "n4", "mallory", NULL };
+	for (int i = 0; nodes[i]; i++)
+		T_PASS(certs_issue(d, "node", nodes[i], NULL, NULL, 30));
+	if (t_fails)
+		T_DONE();
+	test_deadline();
+	test_expiry();
+	test_replacement();
+	test_server_opt("fedadam", 1);
+	test_server_opt("fedavgm", 0);
+	test_server_opt("fedyogi", 0);
+	test_allow_list();
+	if (t_fails == 0)
+		h_rmtree(T);
+	else
+		printf("kept %s\n", T);
+	T_DONE();
+}
