@@ -27,6 +27,7 @@
 #ifdef FEDSEG_HAVE_DATA
 #include "data_cmd.h"
 #endif
+#include "infer.h"
 
 typedef struct {
 	const char *name;
@@ -42,14 +43,15 @@ static const command commands[] = {
     {"node", node_main, "run a federation node (trains locally, sends deltas)"},
 #endif
 #ifdef FEDSEG_HAVE_CERTS
-    {"certs", certs_main, "federation CA and certificates (init/issue/revoke/show)"},
+    {"certs", certs_main, "federation CA and certificates (init/issue/renew/revoke/crl/show)"},
 #endif
 #ifdef FEDSEG_HAVE_SIM
     {"sim", sim_main, "a whole federation on this machine over real TLS"},
 #endif
 #ifdef FEDSEG_HAVE_DATA
-    {"data", data_main, "list the cases a folder holds (data scan DIR)"},
+    {"data", data_main, "list the cases a folder holds; synthetic phantoms"},
 #endif
+    {"gear", gear_main, "run as a Flywheel gear (gear run [--base /flywheel/v0])"},
     {NULL, NULL, NULL},
 };
 

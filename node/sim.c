@@ -119,7 +119,9 @@ static void reap_all(double timeout)
 	}
 }
 
-static int spawn(const char *name, const char *log, char *const argv[])
+/* Starts argv in folder cwd with stdout and stderr to log. */
+static int spawn(const char *name, const char *cwd, const char *log,
+    char *const argv[])
 {
 	child *k = &kids[nkids];
 	pid_t pid;
@@ -137,6 +139,10 @@ static int spawn(const char *name, const char *log, char *const argv[])
 			close(fd);
 		}
 		signal(SIGINT, SIG_IGN); /* the sim stops its children itself */
+		if (chdir(cwd) != 0) {
+			fprintf(stderr, "cannot enter %s: %s\n", cwd, strerror(errno));
+			_exit(127);
+		}
 		execv(argv[0], argv);
 		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -220,10 +226,7 @@ static int write_sites(const sim_opts *o, const char *w, img_case_ref **train,
 			add_abs_path(c, "label", r->label);
 			if (r->label_conv >= 0)
 				cJSON_AddStringToObject(c, "label_convention",
-				    r->label_conv == IMG_LABELS_BRATS2023 ?
-				    "brats2023" : r->label_conv ==
-				    IMG_LABELS_BRATS2013 ? "brats2013" :
-				    "brats2017");
+				    img_label_conv_name(r->label_conv));
 			cJSON_AddItemToArray(arr, c);
 		}
 		if (fs_path(dir, sizeof(dir), "%s/site-%d/data", w, s + 1) ||
@@ -433,7 +436,7 @@ int sim_main(int argc, char **argv)
 	    {"seed", required_argument, 0, 'S'}, {"help", no_argument, 0, 'h'},
 	    {0, 0, 0, 0}};
 	sim_opts o;
-	img_dataset ds[SIM_MAX_DATA];
+	img_dataset ds[SIM_MAX_DATA] = {0};
 	img_case_ref **train = NULL, **held = NULL;
 	img_case *hold = NULL, *tcases = NULL, **tcp = NULL;
 	dice3 *dfed = NULL, *dcen = NULL;
@@ -445,7 +448,6 @@ int sim_main(int argc, char **argv)
 	float *fw = NULL;
 
 	memset(&o, 0, sizeof(o));
-	memset(ds, 0, sizeof(ds));
 	memset(&lw, 0, sizeof(lw));
 	o.sites = 3, o.rounds = 8, o.steps = 20, o.patch = 64, o.batch = 2;
 	o.lr = 3e-3, o.codec = "q8", o.central = 1, o.seed = 1;
@@ -617,15 +619,11 @@ int sim_main(int argc, char **argv)
 	/* Start the federation. */
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (chdir(w) != 0) {
-		cmd_fail("sim", "%s: %s", w, strerror(errno));
-		goto out;
-	}
 	{
 		char log[PATH_MAX];
 		char *aargv[] = {agg_bin, "--config", "agg.json", "--exit-when-done", NULL};
 		snprintf(log, sizeof(log), "%s/logs/aggregator.log", w);
-		if (spawn("aggregator", log, aargv) != 0)
+		if (spawn("aggregator", w, log, aargv) != 0)
 			goto fail_err;
 		for (int s = 0; s < o.sites; s++) {
 			char name[32], cfg[64];
@@ -633,7 +631,7 @@ int sim_main(int argc, char **argv)
 			snprintf(cfg, sizeof(cfg), "site-%d.json", s + 1);
 			snprintf(log, sizeof(log), "%s/logs/%s.log", w, name);
 			char *nargv[] = {self, "node", "--config", cfg, NULL};
-			if (spawn(name, log, nargv) != 0)
+			if (spawn(name, w, log, nargv) != 0)
 				goto fail_err;
 		}
 	}
