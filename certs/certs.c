@@ -4,6 +4,7 @@
 #include "certs.h"
 
 #include "base.h"
+#include "crypto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,38 +36,7 @@
 #define CERTS_BACKDATE_S 600
 
 /* ------------------------------------------------------------------ */
-/* Errors */
-
-/* fs_seterr with OpenSSL's error queue appended (and emptied). */
-static int certs_osslerr(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int certs_osslerr(const char *fmt, ...)
-{
-	char msg[768], q[256] = "";
-	size_t used = 0;
-	unsigned long e;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	while ((e = ERR_get_error()) != 0) {
-		char one[160];
-		ERR_error_string_n(e, one, sizeof(one));
-		if (used < sizeof(q) - 1) {
-			int k = snprintf(q + used, sizeof(q) - used, "%s%s",
-			    used ? "; " : "", one);
-			if (k > 0)
-				used += (size_t)k;
-		}
-	}
-	if (q[0] != '\0')
-		return fs_seterr("%s (%s)", msg, q);
-	return fs_seterr("%s", msg);
-}
-
-/* ------------------------------------------------------------------ */
-/* Small helpers */
+/* Small helpers (OpenSSL errors go through fed_osslerr, fed/crypto.h) */
 
 static const char *const certs_roles[] = {"aggregator", "node", "admin"};
 
@@ -179,12 +149,12 @@ static X509 *certs_load_cert(const char *path)
 	BIO *b = BIO_new_file(path, "r");
 	X509 *x = NULL;
 	if (b == NULL) {
-		certs_osslerr("%s: cannot open: %s", path, strerror(errno));
+		fed_osslerr("%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
 	x = PEM_read_bio_X509(b, NULL, NULL, NULL);
 	if (x == NULL)
-		certs_osslerr("%s: no PEM certificate", path);
+		fed_osslerr("%s: no PEM certificate", path);
 	BIO_free(b);
 	return x;
 }
@@ -194,12 +164,12 @@ static EVP_PKEY *certs_load_key(const char *path)
 	BIO *b = BIO_new_file(path, "r");
 	EVP_PKEY *k = NULL;
 	if (b == NULL) {
-		certs_osslerr("%s: cannot open: %s", path, strerror(errno));
+		fed_osslerr("%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
 	k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
 	if (k == NULL)
-		certs_osslerr("%s: no PEM private key", path);
+		fed_osslerr("%s: no PEM private key", path);
 	BIO_free(b);
 	return k;
 }
@@ -223,7 +193,7 @@ static char *certs_pem(X509 *x, EVP_PKEY *k, size_t *n)
 		}
 	}
 	if (out == NULL)
-		certs_osslerr("cannot encode PEM");
+		fed_osslerr("cannot encode PEM");
 	BIO_free(b);
 	return out;
 }
@@ -249,11 +219,11 @@ static int certs_add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
 	ext = X509V3_EXT_nconf_nid(NULL, &ctx, nid, value);
 	if (ext == NULL)
-		return certs_osslerr("extension %s = %s", OBJ_nid2sn(nid),
+		return fed_osslerr("extension %s = %s", OBJ_nid2sn(nid),
 		    value);
 	if (!X509_add_ext(x, ext, -1)) {
 		X509_EXTENSION_free(ext);
-		return certs_osslerr("cannot add extension %s",
+		return fed_osslerr("cannot add extension %s",
 		    OBJ_nid2sn(nid));
 	}
 	X509_EXTENSION_free(ext);
@@ -264,7 +234,7 @@ static EVP_PKEY *certs_genkey(void)
 {
 	EVP_PKEY *k = EVP_EC_gen("P-256");
 	if (k == NULL)
-		certs_osslerr("cannot generate an EC P-256 key");
+		fed_osslerr("cannot generate an EC P-256 key");
 	return k;
 }
 
@@ -276,14 +246,14 @@ static int certs_random_serial(X509 *x)
 	BIGNUM *bn = NULL;
 	int rv = -1;
 	if (RAND_bytes(r, sizeof(r)) != 1)
-		return certs_osslerr("no randomness for the serial");
+		return fed_osslerr("no randomness for the serial");
 	r[0] &= 0x7f;
 	r[0] |= 0x40;
 	if ((bn = BN_bin2bn(r, sizeof(r), NULL)) != NULL &&
 	    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL)
 		rv = 0;
 	else
-		certs_osslerr("cannot set the serial");
+		fed_osslerr("cannot set the serial");
 	BN_free(bn);
 	return rv;
 }
@@ -294,7 +264,7 @@ static int certs_set_validity(X509 *x, long nb_s, long na_s)
 	time_t now = time(NULL);
 	if (X509_time_adj_ex(X509_getm_notBefore(x), 0, nb_s, &now) == NULL ||
 	    X509_time_adj_ex(X509_getm_notAfter(x), 0, na_s, &now) == NULL)
-		return certs_osslerr("cannot set the validity period");
+		return fed_osslerr("cannot set the validity period");
 	return 0;
 }
 
@@ -417,7 +387,7 @@ static int certs_ca_load(const char *dir, certs_ca *ca)
 	}
 	if (X509_check_private_key(ca->crt, ca->key) != 1) {
 		certs_ca_free(ca);
-		return certs_osslerr("%s does not match %s", key, crt);
+		return fed_osslerr("%s does not match %s", key, crt);
 	}
 	certs_name_entry(X509_get_subject_name(ca->crt), NID_organizationName,
 	    ca->federation, sizeof(ca->federation));
@@ -560,7 +530,7 @@ static int certs_crl_write(const char *dir, const certs_ca *ca, cJSON *idx,
 	rv = 0;
 	goto out;
 ossl:
-	certs_osslerr("%s: cannot build the CRL", path);
+	fed_osslerr("%s: cannot build the CRL", path);
 out:
 	BIO_free(b);
 	X509_EXTENSION_free(aki);
@@ -665,7 +635,7 @@ oom:
 	fs_seterr("out of memory");
 	goto out;
 ossl:
-	certs_osslerr("%s: cannot create the CA certificate", crtp);
+	fed_osslerr("%s: cannot create the CA certificate", crtp);
 out:
 	free(serial);
 	cJSON_Delete(idx);
@@ -874,7 +844,7 @@ oom:
 	fs_seterr("out of memory");
 	goto out;
 ossl:
-	certs_osslerr("%s: cannot create the certificate", crtp);
+	fed_osslerr("%s: cannot create the certificate", crtp);
 out:
 	free(serial);
 	free(san);
@@ -1195,7 +1165,7 @@ static int certs_show(const char *path, FILE *out)
 		b = BIO_new_mem_buf(data, (int)n);
 		crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
 		if (crl == NULL) {
-			certs_osslerr("%s: unreadable CRL", path);
+			fed_osslerr("%s: unreadable CRL", path);
 			goto out;
 		}
 		if (ncert > 0)

@@ -23,10 +23,7 @@
 /* Certificates and CRLs are small; refuse anything absurd. */
 #define FED_PEM_MAX (1 << 20)
 
-/* fs_seterr with OpenSSL's error queue appended (and emptied). */
-static int fed_osslerr(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-static int fed_osslerr(const char *fmt, ...)
+int fed_osslerr(const char *fmt, ...)
 {
 	char msg[640], q[320] = "";
 	size_t used = 0;

@@ -24,6 +24,10 @@ extern "C" {
 #define FED_SHA256_LEN 32
 #define FED_CN_MAX 256
 
+/* fs_seterr() with OpenSSL's error queue appended (and emptied): the one
+ * place OpenSSL failures become fedseg error messages. Returns -1. */
+int fed_osslerr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 void fed_sha256(const void *data, size_t n, uint8_t out[FED_SHA256_LEN]);
 /* Incremental SHA-256 for large or scattered inputs. */
 typedef struct fed_sha256_ctx fed_sha256_ctx;
