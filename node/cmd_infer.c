@@ -51,7 +51,7 @@ static void infer_usage(FILE *f)
 	    "  --window N          sliding-window edge (default: whole brain box up to 192)\n"
 	    "  --overlap X         window overlap 0..0.9 (default 0.5)\n"
 	    "  --threads N         CPU threads (default: all cores)\n"
-	    "  --device D          cpu, cuda, cuda:N (default cpu)\n");
+	    "  --device D          cpu, cuda, cuda:N, auto (GPU if present; default cpu)\n");
 }
 
 /* SHA-256 of a file as hex into out[65]. */
@@ -152,6 +152,10 @@ int infer_ctx_open(infer_ctx *x, const char *model_path, const char *dev,
 	memset(x, 0, sizeof(*x));
 	x->io = model_infer_opts_default();
 	x->model_path = model_path;
+	/* auto: the first GPU when this libtorch has CUDA and one is
+	 * visible, else the CPU. */
+	if (strcmp(dev, "auto") == 0)
+		dev = tc_cuda_available() ? "cuda" : "cpu";
 	x->dev = dev;
 	x->labels = labels;
 	x->conv = img_label_conv_parse(labels);

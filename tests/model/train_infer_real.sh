@@ -43,6 +43,11 @@ assert p["device"] == "cpu"
 print("provenance ok")
 PYEOF
 
+check "--device auto runs on the CPU when this libtorch has no CUDA" bash -c '
+	"$0" infer --model "$1" --case "$2" --out "$3/auto.nii.gz" --device auto --threads 2 2>/dev/null &&
+	/usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1]))[\"device\"]; sys.exit(0 if d == \"cpu\" else 1)" "$3/auto.nii.gz.json"' \
+	"$FEDSEG" "$T/w.safetensors" "$case3" "$T"
+
 # eval against numpy, to 1e-6 (prediction vs the expert label).
 ev=$("$FEDSEG" eval --pred "$T/seg.nii.gz" --ref "$case3/BraTS2021_00003_seg.nii.gz")
 echo "$ev"
