@@ -8,7 +8,7 @@ out="$T/bench.md"
 check "bench/run.sh --quick exits 0" "$FEDSEG_SRC/bench/run.sh" --quick --build "$FEDSEG_BIN" --out "$out" --threads 2
 check "report written" test -s "$out"
 check "figures written" test -s "$out.jsonl"
-for b in infer_inproc train_step infer_bare_conv infer_command fedavg_accumulate \
+for b in infer_inproc train_step infer_command fedavg_accumulate \
 	fedavg_accept_path codec_f32_bytes codec_f16_bytes codec_q8_bytes codec_q8_encode codec_q8_decode; do
 	check "figure $b present" grep -q "\"bench\":\"$b\"" "$out.jsonl"
 	check "table row for $b" grep -q "^| $b | " "$out"
