@@ -804,8 +804,10 @@ send_pending(node *nd, const round_info *ri)
 			/* not decided: keep it and send it again */
 			if (strstr(a->reason, "unknown session") != NULL)
 				nd->joined = 0;
+			/* a points into rep: format before freeing it */
+			fs_seterr("update not taken yet: %s", a->reason);
 			fed_msg_free(rep);
-			return fs_seterr("update not taken yet: %s", a->reason);
+			return -1;
 		}
 		if (a->accepted)
 			nd_pending.acked = 1;
@@ -816,8 +818,9 @@ send_pending(node *nd, const round_info *ri)
 		    rep->error->reason);
 		if (rep->error->code == FED_ERR_AUTH)
 			nd->joined = 0;
+		fs_seterr("update refused: %s", rep->error->reason);
 		fed_msg_free(rep);
-		return fs_seterr("update refused: %s", rep->error->reason);
+		return -1;
 	}
 	fed_msg_free(rep);
 	return 0;
