@@ -1,5 +1,6 @@
 /*
- * codec.c - f32 / f16 / q8 payloads with a checked header (see codec.h).
+ * codec.c - f32 / f16 / q8 / topk payloads with a checked header (see
+ * codec.h).
  */
 #include "codec.h"
 
@@ -86,6 +87,7 @@ fed_codec_name(int codec)
 	case FED_CODEC_F32: return "f32";
 	case FED_CODEC_F16: return "f16";
 	case FED_CODEC_Q8: return "q8";
+	case FED_CODEC_TOPK: return "topk";
 	default: return NULL;
 	}
 }
@@ -93,7 +95,7 @@ fed_codec_name(int codec)
 int
 fed_codec_parse(const char *name)
 {
-	for (int c = FED_CODEC_F32; c <= FED_CODEC_Q8; c++)
+	for (int c = FED_CODEC_F32; c <= FED_CODEC_TOPK; c++)
 		if (name != NULL && strcmp(name, fed_codec_name(c)) == 0)
 			return c;
 	return -1;
@@ -176,6 +178,7 @@ body_size(int codec, uint64_t n, uint32_t chunk)
 	case FED_CODEC_F16: return (size_t)n * 2;
 	case FED_CODEC_Q8:
 		return (size_t)n + 4 * (size_t)((n + chunk - 1) / chunk);
+	case FED_CODEC_TOPK: return 8 * (size_t)chunk; /* chunk = k */
 	default: return 0;
 	}
 }
@@ -183,7 +186,7 @@ body_size(int codec, uint64_t n, uint32_t chunk)
 size_t
 fed_codec_encoded_size(int codec, size_t n, uint32_t chunk)
 {
-	if (chunk == 0)
+	if (chunk == 0 && codec != FED_CODEC_TOPK)
 		chunk = FED_CODEC_Q8_CHUNK;
 	return FED_CODEC_HEADER_LEN + body_size(codec, n, chunk);
 }
@@ -196,7 +199,8 @@ header_write(uint8_t *p, int codec, int flags, uint32_t chunk, uint64_t n,
 	put_u16(p + 4, FORMAT_VERSION);
 	p[6] = (uint8_t)codec;
 	p[7] = (uint8_t)flags;
-	put_u32(p + 8, codec == FED_CODEC_Q8 ? chunk : 0);
+	put_u32(p + 8, codec == FED_CODEC_Q8 || codec == FED_CODEC_TOPK ?
+	    chunk : 0);
 	put_u64(p + 12, n);
 	if (table_digest != NULL)
 		memcpy(p + 20, table_digest, 32);
@@ -220,12 +224,16 @@ fed_codec_peek(const uint8_t *p, size_t len, fed_codec_header *h)
 	uint32_t chunk = get_u32(p + 8);
 	if (codec == FED_CODEC_Q8 && (chunk == 0 || chunk > MAX_CHUNK))
 		return fs_seterr("payload q8 chunk %u out of range", chunk);
-	if (codec != FED_CODEC_Q8 && chunk != 0)
+	if (codec != FED_CODEC_Q8 && codec != FED_CODEC_TOPK && chunk != 0)
 		return fs_seterr("payload chunk must be 0 for %s",
 		    fed_codec_name(codec));
 	uint64_t n = get_u64(p + 12);
 	if (n > (uint64_t)(SIZE_MAX / 8))
 		return fs_seterr("payload element count %llu too large",
+		    (unsigned long long)n);
+	if (codec == FED_CODEC_TOPK && (n > (uint64_t)UINT32_MAX + 1 ||
+	    (uint64_t)chunk > n))
+		return fs_seterr("payload topk keeps %u of %llu elements", chunk,
 		    (unsigned long long)n);
 	size_t want = body_size(codec, n, chunk);
 	if (len - FED_CODEC_HEADER_LEN != want)
@@ -315,6 +323,126 @@ check_finite(const float *x, size_t n)
 	return 0;
 }
 
+/* ---- topk -------------------------------------------------------------- */
+
+size_t
+fed_codec_topk_k(size_t n, double fraction)
+{
+	if (n == 0)
+		return 0;
+	if (!(fraction > 0))
+		fraction = FED_CODEC_TOPK_FRACTION;
+	double k = ceil(fraction * (double)n);
+	if (k < 1)
+		k = 1;
+	return k >= (double)n ? n : (size_t)k;
+}
+
+/* |x| as its IEEE bits: for finite non-negative floats the integer order
+ * is the numeric order, so a radix select on the bits finds the k-th
+ * largest |x| exactly. */
+static uint32_t
+abs_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u & 0x7fffffffu;
+}
+
+/*
+ * Keeps the k largest |x| (ties broken by lower index): a two-pass radix
+ * select (16 high bits, then the 16 low bits inside the chosen bucket)
+ * finds the threshold T = bits of the k-th largest |x| in O(n) with two
+ * 256 KiB histograms and no copy of x; a last pass emits every index with
+ * |x| > T and the first (k - #greater) with |x| == T, so the indices come
+ * out in increasing order without a sort. Body: k u32 indices, then the
+ * k float32 values, little-endian.
+ */
+static int
+encode_topk(const float *x, size_t n, size_t k, uint8_t *body)
+{
+	if (k == 0)
+		return 0;
+	size_t *hist = calloc(65536, sizeof(size_t));
+	if (hist == NULL)
+		return fs_seterr("out of memory (topk histogram)");
+	for (size_t i = 0; i < n; i++)
+		hist[abs_bits(x[i]) >> 16]++;
+	size_t above = 0; /* elements in buckets above the chosen one */
+	uint32_t hi = 65535;
+	while (above + hist[hi] < k)
+		above += hist[hi--];
+	memset(hist, 0, 65536 * sizeof(size_t));
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = abs_bits(x[i]);
+		if (b >> 16 == hi)
+			hist[b & 0xffffu]++;
+	}
+	uint32_t lo = 65535;
+	while (above + hist[lo] < k)
+		above += hist[lo--];
+	free(hist);
+	uint32_t t = hi << 16 | lo;
+	size_t ties = k - above; /* how many |x| == T to keep, >= 1 */
+	uint8_t *idx = body, *val = body + 4 * k;
+	size_t j = 0;
+	for (size_t i = 0; i < n && j < k; i++) {
+		uint32_t b = abs_bits(x[i]);
+		if (b > t || (b == t && ties > 0)) {
+			if (b == t)
+				ties--;
+			put_u32(idx + 4 * j, (uint32_t)i);
+			put_f32(val + 4 * j, x[i]);
+			j++;
+		}
+	}
+	if (j != k) /* cannot happen: the counts above say k qualify */
+		return fs_seterr("topk selected %zu of %zu", j, k);
+	return 0;
+}
+
+/* Checks a topk body once, for every entry point: indices strictly
+ * increasing (so no duplicates) and < count, values finite. */
+static int
+topk_check(const fed_codec_header *h, const uint8_t *body)
+{
+	size_t k = h->chunk;
+	const uint8_t *idx = body, *val = body + 4 * k;
+	uint64_t prev = 0;
+	for (size_t j = 0; j < k; j++) {
+		uint64_t i = get_u32(idx + 4 * j);
+		if (i >= h->count)
+			return fs_seterr("topk index %llu at entry %zu is out of "
+			    "range (%llu elements)", (unsigned long long)i, j,
+			    (unsigned long long)h->count);
+		if (j > 0 && i <= prev)
+			return fs_seterr("topk indices not strictly increasing "
+			    "at entry %zu (%llu after %llu)", j,
+			    (unsigned long long)i, (unsigned long long)prev);
+		prev = i;
+		float v = get_f32(val + 4 * j);
+		if (!isfinite(v))
+			return fs_seterr("topk value at index %llu is %s",
+			    (unsigned long long)i, isnan(v) ? "NaN" : "Inf");
+	}
+	return 0;
+}
+
+/* First entry whose index is >= i (indices already checked sorted). */
+static size_t
+topk_lower_bound(const uint8_t *idx, size_t k, size_t i)
+{
+	size_t a = 0, b = k;
+	while (a < b) {
+		size_t m = a + (b - a) / 2;
+		if (get_u32(idx + 4 * m) < i)
+			a = m + 1;
+		else
+			b = m;
+	}
+	return a;
+}
+
 int
 fed_codec_encode(int codec, const float *x, size_t n,
     const uint8_t table_digest[32], const fed_codec_opts *opts,
@@ -331,6 +459,17 @@ fed_codec_encode(int codec, const float *x, size_t n,
 		return fs_seterr("q8 chunk %u too large", o.chunk);
 	if (check_finite(x, n) != 0)
 		return fs_preferr("encode %s", fed_codec_name(codec));
+	if (codec == FED_CODEC_TOPK) {
+		if (n > (size_t)UINT32_MAX + 1)
+			return fs_seterr("topk: %zu elements do not fit u32 "
+			    "indices", n);
+		double f = o.topk_fraction;
+		if (f == 0)
+			f = FED_CODEC_TOPK_FRACTION;
+		if (!(f > 0 && f <= 1))
+			return fs_seterr("topk fraction %g outside (0, 1]", f);
+		o.chunk = (uint32_t)fed_codec_topk_k(n, f);
+	}
 	size_t blen = body_size(codec, n, o.chunk);
 	uint8_t *p = malloc(FED_CODEC_HEADER_LEN + blen + 1);
 	if (p == NULL)
@@ -342,6 +481,11 @@ fed_codec_encode(int codec, const float *x, size_t n,
 			put_f32(body + 4 * i, x[i]);
 	} else if (codec == FED_CODEC_F16) {
 		if (encode_f16(x, n, body) != 0) {
+			free(p);
+			return -1;
+		}
+	} else if (codec == FED_CODEC_TOPK) {
+		if (encode_topk(x, n, o.chunk, body) != 0) {
 			free(p);
 			return -1;
 		}
@@ -365,8 +509,7 @@ fed_codec_wrap(int codec, uint32_t chunk, uint64_t count,
 	if (p == NULL)
 		return fs_seterr("out of memory wrapping %zu bytes", bodylen);
 	header_write(p, codec, 0, chunk, count, table_digest);
-	if (codec != FED_CODEC_Q8)
-		put_u32(p + 8, chunk);
+	put_u32(p + 8, chunk);
 	if (bodylen > 0)
 		memcpy(p + FED_CODEC_HEADER_LEN, body, bodylen);
 	fed_sha256(p + FED_CODEC_HEADER_LEN, bodylen, p + 52);
@@ -390,6 +533,17 @@ decode_block(const fed_codec_header *h, const uint8_t *body, size_t i,
 	} else if (h->codec == FED_CODEC_F16) {
 		for (size_t j = 0; j < k; j++)
 			buf[j] = fed_f16_to_f32(get_u16(body + 2 * (i + j)));
+	} else if (h->codec == FED_CODEC_TOPK) {
+		/* dense view of [i, i + k) (body checked by topk_check) */
+		size_t kk = h->chunk;
+		const uint8_t *idx = body, *val = body + 4 * kk;
+		memset(buf, 0, k * sizeof(float));
+		for (size_t e = topk_lower_bound(idx, kk, i); e < kk; e++) {
+			size_t at = get_u32(idx + 4 * e);
+			if (at >= i + k)
+				break;
+			buf[at - i] = get_f32(val + 4 * e);
+		}
 	} else {
 		const uint8_t *c = body + i + 4 * (i / h->chunk);
 		float scale = get_f32(c);
@@ -428,6 +582,9 @@ decode_check(const uint8_t *p, size_t len, size_t n,
 	fed_sha256(p + FED_CODEC_HEADER_LEN, len - FED_CODEC_HEADER_LEN, d);
 	if (memcmp(d, h->body_sha256, 32) != 0)
 		return fs_seterr("payload body SHA-256 mismatch");
+	if (h->codec == FED_CODEC_TOPK &&
+	    topk_check(h, p + FED_CODEC_HEADER_LEN) != 0)
+		return -1;
 	return 0;
 }
 
@@ -465,6 +622,16 @@ fed_codec_decode_axpy(const uint8_t *p, size_t len, size_t n,
 	if (decode_check(p, len, n, table_digest, &h) != 0)
 		return -1;
 	const uint8_t *body = p + FED_CODEC_HEADER_LEN;
+	if (h.codec == FED_CODEC_TOPK) {
+		/* sparse: validated by decode_check, add only the k entries */
+		size_t k = h.chunk;
+		for (size_t j = 0; j < k; j++)
+			acc[get_u32(body + 4 * j)] += alpha *
+			    (double)get_f32(body + 4 * k + 4 * j);
+		if (hout != NULL)
+			*hout = h;
+		return 0;
+	}
 	size_t b = block_len(&h);
 	float *buf = malloc(b * sizeof(float));
 	if (buf == NULL)

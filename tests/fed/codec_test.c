@@ -1,13 +1,17 @@
 /*
- * codec_test.c - f32 / f16 / q8 payloads: exactness, error bounds, sizes,
- * and every rejection the decoder must make.
+ * codec_test.c - f32 / f16 / q8 / topk payloads: exactness, error bounds,
+ * sizes, and every rejection the decoder must make; error feedback and its
+ * residual file.
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codec.h"
 #include "crypto.h"
+#include "ef.h"
 #include "test.h"
 
 #define N 100003 /* not a multiple of the q8 chunk */
@@ -224,6 +228,345 @@ test_rejections(void)
 	    fed_codec_parse("f64") == -1, "codec names parse");
 }
 
+
+/* ---- topk ---------------------------------------------------------------- */
+
+static const float *cmp_x;
+
+/* |x| descending, then index ascending: an independent, full-sort
+ * reference for the encoder's radix select */
+static int
+cmp_mag(const void *a, const void *b)
+{
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	float fa = fabsf(cmp_x[i]), fb = fabsf(cmp_x[j]);
+	if (fa != fb)
+		return fa > fb ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+/* Encodes x with topk at fraction f; checks size, that decode keeps
+ * exactly the reference top k (values bit-exact) and zeros elsewhere, and
+ * that axpy adds the same. Returns the number of mismatches. */
+static int
+topk_check_one(const float *x, size_t n, double f, const char *what)
+{
+	uint8_t td[32], *p = NULL;
+	size_t len = 0;
+	fed_sha256("table", 5, td);
+	fed_codec_opts o = { .topk_fraction = f };
+	T_PASS(fed_codec_encode(FED_CODEC_TOPK, x, n, td, &o, &p, &len));
+	size_t k = fed_codec_topk_k(n, f);
+	T_OK(len == 84 + 8 * k && len == fed_codec_encoded_size(FED_CODEC_TOPK,
+	    n, (uint32_t)k), "%s: topk keeps k = %zu of %zu, %zu bytes = 84 + "
+	    "8k (%.2f%% of f32)", what, k, n, len,
+	    100.0 * len / (84 + 4.0 * n));
+	float *y = malloc((n + 1) * sizeof(float));
+	double *acc = calloc(n + 1, sizeof(double));
+	size_t *ord = malloc((n + 1) * sizeof(size_t));
+	char *keep = calloc(n + 1, 1);
+	fed_codec_header h;
+	T_PASS(fed_codec_decode(p, len, n, td, y, &h));
+	T_PASS(fed_codec_decode_axpy(p, len, n, td, -0.5, acc, NULL));
+	T_OK(h.codec == FED_CODEC_TOPK && h.chunk == k && h.count == n,
+	    "%s: header says topk, k, count", what);
+	for (size_t i = 0; i < n; i++)
+		ord[i] = i;
+	cmp_x = x;
+	qsort(ord, n, sizeof(size_t), cmp_mag);
+	for (size_t j = 0; j < k; j++)
+		keep[ord[j]] = 1;
+	int bad = 0, badacc = 0;
+	for (size_t i = 0; i < n; i++) {
+		float want = keep[i] ? x[i] : 0.0f;
+		if (memcmp(&y[i], &want, 4) != 0 && !(want == 0 && y[i] == 0))
+			bad++;
+		if (acc[i] != -0.5 * (double)want)
+			badacc++;
+	}
+	T_OK(bad == 0 && badacc == 0, "%s: decode = the k largest |x| of an "
+	    "independent full sort, bit-exact, zeros elsewhere (%d wrong); "
+	    "axpy adds -0.5 * that (%d wrong)", what, bad, badacc);
+	free(p);
+	free(y);
+	free(acc);
+	free(ord);
+	free(keep);
+	return bad + badacc;
+}
+
+static void
+test_topk(void)
+{
+	float *x = make_data(43);
+	topk_check_one(x, N, 0.01, "random, 1%");
+	topk_check_one(x, N, 0.001, "random, 0.1%");
+	topk_check_one(x, N, 1.0, "random, 100% (lossless)");
+	/* heavy ties: values in {-2,-1,0,1,2}; ties go to lower indices */
+	for (size_t i = 0; i < N; i++)
+		x[i] = (float)((int)((i * 7919u) % 5u) - 2);
+	topk_check_one(x, N, 0.3, "ties, 30%");
+	/* all zero, and -0.0 vs 0.0 */
+	memset(x, 0, N * sizeof(float));
+	x[10] = -0.0f;
+	topk_check_one(x, 1000, 0.01, "all zeros");
+	x[0] = 3.0f;
+	topk_check_one(x, 1, 0.01, "one element");
+	/* every exponent range: subnormals up to FLT_MAX */
+	for (size_t i = 0; i < 4096; i++)
+		x[i] = ldexpf((i & 1) ? -1.0f : 1.0f, (int)(i % 276) - 149) *
+		    (1.0f + (float)(i % 13) / 16.0f);
+	x[4095] = 3.4e38f;
+	topk_check_one(x, 4096, 0.05, "subnormal..FLT_MAX");
+	T_OK(fed_codec_topk_k(1000, 0.01) == 10 &&
+	    fed_codec_topk_k(1001, 0.01) == 11 &&
+	    fed_codec_topk_k(5, 0.01) == 1 && fed_codec_topk_k(5, 0) == 1 &&
+	    fed_codec_topk_k(0, 0.5) == 0 && fed_codec_topk_k(10, 2) == 10,
+	    "k = ceil(fraction * n) within [1, n]");
+	uint8_t *p;
+	size_t len;
+	fed_codec_opts o = { .topk_fraction = 1.5 };
+	T_OK(fed_codec_encode(FED_CODEC_TOPK, x, 10, NULL, &o, &p, &len) != 0,
+	    "fraction 1.5 refused: %s", fs_error());
+	o.topk_fraction = -0.1;
+	T_OK(fed_codec_encode(FED_CODEC_TOPK, x, 10, NULL, &o, &p, &len) != 0,
+	    "fraction -0.1 refused: %s", fs_error());
+	x[3] = NAN;
+	T_OK(fed_codec_encode(FED_CODEC_TOPK, x, 10, NULL, NULL, &p, &len) != 0,
+	    "encode refuses NaN: %s", fs_error());
+	T_OK(fed_codec_parse("topk") == FED_CODEC_TOPK &&
+	    strcmp(fed_codec_name(4), "topk") == 0, "\"topk\" is codec 4");
+	free(x);
+}
+
+/* a topk body of k entries: indices then values */
+static int
+wrap_topk(uint32_t k_hdr, uint64_t count, const uint32_t *idx,
+    const float *val, size_t k, uint8_t **w, size_t *wn)
+{
+	uint8_t td[32], body[8 * 16];
+	fed_sha256("table", 5, td);
+	for (size_t j = 0; j < k; j++) {
+		for (int b = 0; b < 4; b++)
+			body[4 * j + b] = (uint8_t)(idx[j] >> (8 * b));
+		uint32_t u;
+		memcpy(&u, &val[j], 4);
+		for (int b = 0; b < 4; b++)
+			body[4 * k + 4 * j + b] = (uint8_t)(u >> (8 * b));
+	}
+	return fed_codec_wrap(FED_CODEC_TOPK, k_hdr, count, td, body, 8 * k,
+	    w, wn);
+}
+
+static void
+test_topk_rejections(void)
+{
+	uint8_t td[32], *w;
+	size_t wn;
+	float y[300];
+	double acc[300] = { 0 };
+	fed_sha256("table", 5, td);
+	static const struct {
+		const char *what;
+		uint32_t idx[3];
+		float val[3];
+		uint64_t count;
+	} bad[] = {
+		{ "unsorted indices", { 5, 3, 9 }, { 1, 2, 3 }, 300 },
+		{ "duplicate index", { 3, 3, 9 }, { 1, 2, 3 }, 300 },
+		{ "index = count", { 3, 4, 300 }, { 1, 2, 3 }, 300 },
+		{ "index far out of range", { 3, 4, 0xffffffffu }, { 1, 2, 3 },
+		    300 },
+		{ "NaN value", { 3, 4, 9 }, { 1, NAN, 3 }, 300 },
+		{ "Inf value", { 3, 4, 9 }, { 1, 2, -INFINITY }, 300 },
+	};
+	for (size_t t = 0; t < sizeof bad / sizeof bad[0]; t++) {
+		T_PASS(wrap_topk(3, bad[t].count, bad[t].idx, bad[t].val, 3, &w,
+		    &wn));
+		T_OK(fed_codec_decode(w, wn, 300, td, y, NULL) != 0,
+		    "topk %s refused: %s", bad[t].what, fs_error());
+		T_OK(fed_codec_decode_axpy(w, wn, 300, td, 1.0, acc, NULL) != 0
+		    && acc[3] == 0 && acc[5] == 0 && acc[9] == 0,
+		    "axpy refuses topk %s, accumulator unchanged", bad[t].what);
+		free(w);
+	}
+	uint32_t idx[3] = { 0, 7, 299 };
+	float val[3] = { -1.5f, 2.0f, 0.25f };
+	/* header says k = 2 but the body holds 3 entries, and the reverse */
+	T_PASS(wrap_topk(2, 300, idx, val, 3, &w, &wn));
+	T_OK(fed_codec_decode(w, wn, 300, td, y, NULL) != 0,
+	    "topk body longer than 8k refused: %s", fs_error());
+	free(w);
+	T_PASS(wrap_topk(4, 300, idx, val, 3, &w, &wn));
+	T_OK(fed_codec_decode(w, wn, 300, td, y, NULL) != 0,
+	    "topk body shorter than 8k refused: %s", fs_error());
+	free(w);
+	/* k > count */
+	T_PASS(wrap_topk(3, 2, idx, val, 3, &w, &wn));
+	T_OK(fed_codec_decode(w, wn, 2, td, y, NULL) != 0,
+	    "topk with k > count refused: %s", fs_error());
+	free(w);
+	/* a good hand-made payload, then the usual header checks on it */
+	T_PASS(wrap_topk(3, 300, idx, val, 3, &w, &wn));
+	for (int i = 0; i < 300; i++)
+		y[i] = 9.0f;
+	T_PASS(fed_codec_decode(w, wn, 300, td, y, NULL));
+	int ok = y[0] == -1.5f && y[7] == 2.0f && y[299] == 0.25f;
+	for (int i = 0; i < 300; i++)
+		if (i != 0 && i != 7 && i != 299 && y[i] != 0.0f)
+			ok = 0;
+	T_OK(ok, "hand-made topk payload decodes to the dense vector");
+	T_PASS(fed_codec_decode_axpy(w, wn, 300, td, 2.0, acc, NULL));
+	T_OK(acc[0] == -3.0 && acc[7] == 4.0 && acc[299] == 0.5 &&
+	    acc[1] == 0, "topk axpy adds 2 * the kept values");
+	T_OK(fed_codec_decode(w, wn, 299, td, y, NULL) != 0,
+	    "topk wrong element count refused: %s", fs_error());
+	uint8_t other[32];
+	fed_sha256("other", 5, other);
+	T_OK(fed_codec_decode(w, wn, 300, other, y, NULL) != 0,
+	    "topk wrong table digest refused: %s", fs_error());
+	T_OK(fed_codec_decode(w, wn - 1, 300, td, y, NULL) != 0,
+	    "topk truncated payload refused: %s", fs_error());
+	w[FED_CODEC_HEADER_LEN + 4] ^= 1;
+	T_OK(fed_codec_decode(w, wn, 300, td, y, NULL) != 0,
+	    "topk flipped body bit refused: %s", fs_error());
+	free(w);
+}
+
+/* ---- error feedback ------------------------------------------------------ */
+
+static double
+norm2(const double *v, size_t n)
+{
+	double s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += v[i] * v[i];
+	return sqrt(s);
+}
+
+/* A fixed sequence of deltas (a steady direction plus noise, like local
+ * training) sent through topk at 5% for R rounds, with and without error
+ * feedback. With it, the sum of what was decoded tracks the sum of the
+ * true deltas: the gap equals the residual (checked at every round) and
+ * the residual stays bounded while the sums grow, so the relative gap
+ * falls; without it, most of the delta is lost for good. */
+static void
+test_error_feedback(void)
+{
+	enum { M = 4000, R = 200 };
+	uint8_t td[32];
+	fed_sha256("table", 5, td);
+	float *d = malloc(M * sizeof(float)), *e = calloc(M, sizeof(float));
+	float *y = malloc(M * sizeof(float));
+	double *st = calloc(M, sizeof(double)), *ss = calloc(M, sizeof(double));
+	double *sn = calloc(M, sizeof(double)), *gap = malloc(M * sizeof(double));
+	uint64_t s = 99;
+	double worst_identity = 0, e_half = 0, e_end = 0, e_max = 0;
+	fed_codec_opts o = { .topk_fraction = 0.05 };
+	for (int r = 0; r < R; r++) {
+		for (size_t i = 0; i < M; i++) {
+			s = s * 6364136223846793005ull + 1442695040888963407ull;
+			double u = (double)(s >> 11) / 9007199254740992.0 - 0.5;
+			double mean = 1e-3 * sin((double)i * 0.37);
+			d[i] = (float)(mean + 4e-3 * u);
+			st[i] += d[i];
+		}
+		uint8_t *p = NULL;
+		size_t len = 0;
+		T_PASS(fed_ef_encode(FED_CODEC_TOPK, d, e, M, td, &o, &p, &len));
+		T_PASS(fed_codec_decode(p, len, M, td, y, NULL));
+		free(p);
+		for (size_t i = 0; i < M; i++)
+			ss[i] += y[i];
+		/* without error feedback: topk of the delta alone */
+		T_PASS(fed_codec_encode(FED_CODEC_TOPK, d, M, td, &o, &p, &len));
+		T_PASS(fed_codec_decode(p, len, M, td, y, NULL));
+		free(p);
+		for (size_t i = 0; i < M; i++)
+			sn[i] += y[i];
+		double en = 0, id = 0;
+		for (size_t i = 0; i < M; i++) {
+			gap[i] = st[i] - ss[i];
+			id = fmax(id, fabs(gap[i] - e[i]));
+			en += (double)e[i] * e[i];
+		}
+		en = sqrt(en);
+		worst_identity = fmax(worst_identity, id);
+		e_max = fmax(e_max, en);
+		if (r == R / 2 - 1)
+			e_half = en;
+		if (r == R - 1)
+			e_end = en;
+	}
+	double tot = norm2(st, M);
+	for (size_t i = 0; i < M; i++)
+		gap[i] = st[i] - ss[i];
+	double rel_ef = norm2(gap, M) / tot;
+	for (size_t i = 0; i < M; i++)
+		gap[i] = st[i] - sn[i];
+	double rel_no = norm2(gap, M) / tot;
+	T_OK(worst_identity < 1e-5, "every round: sum of true deltas - sum of "
+	    "sent = residual (max diff %.2g)", worst_identity);
+	T_OK(e_end < 1.5 * e_half && e_max < 0.25 * tot,
+	    "residual bounded: |e| %.4f at round %d, %.4f at round %d, max "
+	    "%.4f; |sum of deltas| %.4f", e_half, R / 2, e_end, R, e_max, tot);
+	T_OK(rel_ef < 0.1 && rel_no > 0.5 && rel_ef < rel_no / 3,
+	    "with error feedback the sent sum tracks the true sum (relative "
+	    "gap %.3f) ; without it it does not (%.3f)", rel_ef, rel_no);
+	free(d);
+	free(e);
+	free(y);
+	free(st);
+	free(ss);
+	free(sn);
+	free(gap);
+}
+
+static void
+test_ef_file(void)
+{
+	enum { M = 1000 };
+	char dir[] = "/tmp/fed_ef_test.XXXXXX", path[64], bad[80];
+	T_OK(mkdtemp(dir) != NULL, "temp dir");
+	snprintf(path, sizeof path, "%s/ef.bin", dir);
+	float e[M], f[M];
+	for (int i = 0; i < M; i++)
+		e[i] = (float)sin(i) * 1e-3f;
+	fed_ef_meta m = { .codec = FED_CODEC_TOPK, .round = 7, .count = M };
+	fed_sha256("table", 5, m.table_digest);
+	fed_sha256("payload", 7, m.payload_digest);
+	T_PASS(fed_ef_save(path, &m, e));
+	fed_ef_meta g;
+	memset(f, 0, sizeof f);
+	T_PASS(fed_ef_load(path, M, m.table_digest, &g, f));
+	T_OK(memcmp(e, f, sizeof e) == 0 && g.round == 7 && g.count == M &&
+	    g.codec == FED_CODEC_TOPK &&
+	    memcmp(g.payload_digest, m.payload_digest, 32) == 0,
+	    "residual file round trip (values, round, codec, digests)");
+	T_OK(fed_ef_load(path, M - 1, m.table_digest, &g, f) != 0,
+	    "residual of another size refused: %s", fs_error());
+	uint8_t other[32];
+	fed_sha256("other", 5, other);
+	T_OK(fed_ef_load(path, M, other, &g, f) != 0,
+	    "residual of another table refused: %s", fs_error());
+	uint8_t *b = NULL;
+	size_t n = 0;
+	T_PASS(fs_read_file(path, 1 << 20, (void **)&b, &n));
+	snprintf(bad, sizeof bad, "%s/flip.bin", dir);
+	b[FED_EF_HEADER_LEN + 100] ^= 4;
+	T_PASS(fs_write_atomic(bad, b, n, 0600));
+	T_OK(fed_ef_load(bad, M, m.table_digest, &g, f) != 0,
+	    "altered residual refused: %s", fs_error());
+	b[FED_EF_HEADER_LEN + 100] ^= 4;
+	T_PASS(fs_write_atomic(bad, b, n - 4, 0600));
+	T_OK(fed_ef_load(bad, M, m.table_digest, &g, f) != 0,
+	    "torn residual refused: %s", fs_error());
+	free(b);
+	unlink(bad);
+	unlink(path);
+	rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -231,5 +574,9 @@ main(void)
 	test_codecs();
 	test_stochastic_unbiased();
 	test_rejections();
+	test_topk();
+	test_topk_rejections();
+	test_error_feedback();
+	test_ef_file();
 	T_DONE();
 }
