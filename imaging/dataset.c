@@ -837,7 +837,8 @@ int img_dataset_scan_ex(const char *dir, const int *mods, int nmod,
 		layout = layout_name(l.layouts);
 	}
 
-	qsort(l.v, (size_t)l.n, sizeof(*l.v), case_cmp);
+	if (l.n > 1) /* l.v is NULL when nothing was found (fuzz_manifest) */
+		qsort(l.v, (size_t)l.n, sizeof(*l.v), case_cmp);
 	refs = calloc((size_t)(l.n ? l.n : 1), sizeof(*refs));
 	if (refs == NULL) {
 		fs_seterr("out of memory");

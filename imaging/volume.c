@@ -156,7 +156,7 @@ static int vol_read_raw_index(const char *path, int index, nifti_image **pnim)
 	gzFile gz = NULL;
 	int zerr = Z_OK;
 	struct stat st;
-	size_t n, nbytes, got;
+	size_t n, nbytes, got, cap = 0;
 	int k, rv = -1;
 
 	if (stat(path, &st) != 0) {
@@ -221,11 +221,7 @@ static int vol_read_raw_index(const char *path, int index, nifti_image **pnim)
 	}
 	nbytes = n * (size_t)nim->nbyper;
 	free(nim->data);
-	nim->data = malloc(nbytes + 1);
-	if (nim->data == NULL) {
-		fs_seterr("%s: out of memory", path);
-		goto out;
-	}
+	nim->data = NULL;
 	gz = gzopen(nim->iname, "rb");
 	if (gz == NULL) {
 		fs_seterr("%s: %s", nim->iname, strerror(errno));
@@ -250,9 +246,24 @@ static int vol_read_raw_index(const char *path, int index, nifti_image **pnim)
 	}
 	/* Ask for one byte more than the data: zlib reports a stream cut
 	 * inside its trailer only when a read reaches past the data. A
-	 * plain file may carry bytes after the data. */
+	 * plain file may carry bytes after the data. The buffer grows as the
+	 * data arrives (from 64 MiB, doubling), so that a small file whose
+	 * header claims gigabytes fails as truncated instead of making us
+	 * allocate what the header says (found by fuzz_nifti). */
 	for (got = 0; got < nbytes;) {
-		size_t want = nbytes + 1 - got;
+		if (got == cap) {
+			size_t ncap = cap ? 2 * cap : (size_t)64 << 20;
+			if (ncap > nbytes + 1)
+				ncap = nbytes + 1;
+			void *p = realloc(nim->data, ncap);
+			if (p == NULL) {
+				fs_seterr("%s: out of memory", path);
+				goto out;
+			}
+			nim->data = p;
+			cap = ncap;
+		}
+		size_t want = cap - got;
 		int r;
 		if (want > (1u << 30))
 			want = 1u << 30;
