@@ -219,6 +219,18 @@ int fs_read_file(const char *path, size_t max, void **data, size_t *n)
 	return 0;
 }
 
+/* Creates one directory; when it is new, its entry in the parent is made
+ * durable (fsync of the parent) so that a file later committed inside it
+ * (temp, fsync, rename, fsync of the directory) survives a power loss. */
+static int mkdir_durable(const char *dir, mode_t mode)
+{
+	if (mkdir(dir, mode) == 0)
+		return fsync_dir_of(dir);
+	if (errno != EEXIST)
+		return fs_seterr("%s: cannot create: %s", dir, strerror(errno));
+	return 0;
+}
+
 int fs_mkdir_p(const char *path, int private_dir)
 {
 	char tmp[4096];
@@ -231,14 +243,11 @@ int fs_mkdir_p(const char *path, int private_dir)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-			return fs_seterr("%s: cannot create: %s", tmp,
-			    strerror(errno));
+		if (mkdir_durable(tmp, mode) != 0)
+			return -1;
 		*p = '/';
 	}
-	if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-		return fs_seterr("%s: cannot create: %s", tmp, strerror(errno));
-	return 0;
+	return mkdir_durable(tmp, mode);
 }
 
 double fs_now(void)

@@ -63,7 +63,8 @@ void fs_atomic_abort(fs_atomic *a);
  * with a terminating NUL (not counted in *n). Caller frees. */
 int fs_read_file(const char *path, size_t max, void **data, size_t *n);
 
-/* mkdir -p with mode 0755 (0700 when private != 0). */
+/* mkdir -p with mode 0755 (0700 when private != 0). Each directory it
+ * creates is made durable in its parent (fsync of the parent). */
 int fs_mkdir_p(const char *path, int private_dir);
 
 /* Seconds since an arbitrary monotonic origin. */
