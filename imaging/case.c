@@ -93,7 +93,10 @@ static int on_grid(const img_case_ref *ref, const img_volume *g,
 		resample_hint(ref);
 		return -1;
 	}
-	fs_log(FS_LOG_INFO, "imaging", "case %s: resampling %s onto the grid "
+	fs_log(FS_LOG_INFO, "imaging", "case %s: resampling a volume onto the "
+	    "grid of the first modality (%s; paths at debug level)", ref->id,
+	    nearest ? "nearest" : "trilinear");
+	fs_log(FS_LOG_DEBUG, "imaging", "case %s: resampling %s onto the grid "
 	    "of %s (%s)", ref->id, v->path, g->path, nearest ? "nearest" :
 	    "trilinear");
 	if (img_resample(v, g, nearest, &r) != 0)
@@ -111,7 +114,7 @@ static int labels_onto(uint8_t **lab, img_volume *lvol, const img_volume *g)
 	uint8_t *nl;
 	int rv;
 
-	fs_log(FS_LOG_INFO, "imaging", "resampling labels %s onto the grid of "
+	fs_log(FS_LOG_DEBUG, "imaging", "resampling labels %s onto the grid of "
 	    "%s (nearest)", lvol->path, g->path);
 	lvol->data = malloc(n * sizeof(float));
 	if (lvol->data == NULL)
@@ -312,9 +315,9 @@ int img_case_load(const img_case_ref *ref, const int *mods, int nmod,
 			inside += c.label[i] != 0;
 		if (inside != total)
 			fs_log(FS_LOG_WARN, "imaging", "case %s: %zu of %zu "
-			    "tumour voxels of %s lie outside the brain-mask "
-			    "box and are dropped", ref->id, total - inside,
-			    total, ref->label);
+			    "tumour voxels of its label lie outside the "
+			    "brain-mask box and are dropped", ref->id,
+			    total - inside, total);
 	}
 	*out = c;
 	memset(&c, 0, sizeof(c));

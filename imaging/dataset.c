@@ -94,8 +94,13 @@ int scan_skip(scan_list *l, const char *path, const char *id,
 		return fs_seterr("out of memory");
 	}
 	l->nskip++;
-	fs_log(FS_LOG_WARN, "imaging", "skipping %s%s%s: %s", id ? "case " :
-	    "", id ? id : path, "", r);
+	/* Paths and reasons (which name files) may hold patient data: they go
+	 * to the debug level only; `fedseg data scan` shows them on request. */
+	fs_log(FS_LOG_WARN, "imaging", "skipping %s%s (the reason is logged "
+	    "at debug level; `fedseg data scan` lists it)", id ? "case " :
+	    "an entry of the data folder", id ? id : "");
+	fs_log(FS_LOG_DEBUG, "imaging", "skipping %s%s: %s", id ? "case " :
+	    "", id ? id : path, r);
 	return 0;
 }
 

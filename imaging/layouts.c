@@ -252,15 +252,19 @@ static int read_sidecar(scan_list *l, const char *path, cJSON **root,
 		return 0;
 	*had = 1;
 	if (fs_read_file(side, MAX_SIDECAR, (void **)&text, &n) != 0) {
-		fs_log(FS_LOG_WARN, "imaging", "%s: unreadable (%s); using names",
-		    side, fs_error());
+		fs_log(FS_LOG_WARN, "imaging", "a Flywheel sidecar is "
+		    "unreadable; using file names (path at debug level)");
+		fs_log(FS_LOG_DEBUG, "imaging", "%s: unreadable (%s); using "
+		    "names", side, fs_error());
 		return 0;
 	}
 	*root = cJSON_Parse(text);
 	free(text);
 	if (*root == NULL) {
-		fs_log(FS_LOG_WARN, "imaging", "%s: not valid JSON; using names",
-		    side);
+		fs_log(FS_LOG_WARN, "imaging", "a Flywheel sidecar is not "
+		    "valid JSON; using file names (path at debug level)");
+		fs_log(FS_LOG_DEBUG, "imaging", "%s: not valid JSON; using "
+		    "names", side);
 		return 0;
 	}
 	mod = cJSON_GetObjectItem(*root, "modality");

@@ -63,6 +63,8 @@ static void usage(FILE *f)
 		fprintf(f, "  %-11s %s\n", c->name, c->help);
 	fprintf(f, "  %-11s %s\n", "aggregator",
 	    "run the federation aggregator (fedseg-aggregator)");
+	fprintf(f, "\nenvironment: FEDSEG_LOG_LEVEL=error|warn|info|debug (default "
+	    "info; paths of\npatient data are logged at debug level only)\n");
 	fprintf(f, "\nfedseg %s, libtorch %s\n", FS_VERSION, tc_torch_version());
 }
 
@@ -155,6 +157,23 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "--version") == 0) {
 		printf("fedseg %s (libtorch %s)\n", FS_VERSION, tc_torch_version());
 		return 0;
+	}
+	/* FEDSEG_LOG_LEVEL=error|warn|info|debug sets the starting level of
+	 * every command (a command's own --log-level / config wins) */
+	const char *lv = getenv("FEDSEG_LOG_LEVEL");
+	if (lv != NULL && *lv != '\0') {
+		static const char *ln[] = { "error", "warn", "info", "debug" };
+		static const int ll[] = { FS_LOG_ERR, FS_LOG_WARN, FS_LOG_INFO,
+		    FS_LOG_DEBUG };
+		int k = 0;
+		while (k < 4 && strcmp(lv, ln[k]) != 0)
+			k++;
+		if (k == 4) {
+			fprintf(stderr, "fedseg: FEDSEG_LOG_LEVEL=%s: use error, "
+			    "warn, info or debug\n", lv);
+			return 2;
+		}
+		fs_log_set_level(ll[k]);
 	}
 	for (const command *c = commands; c->name; c++)
 		if (strcmp(argv[1], c->name) == 0)

@@ -82,6 +82,13 @@ skipped("BRATS_485", "missing")' msd
 txt=$("$FEDSEG" data scan "$T/msd" 2>/dev/null)
 check "text scan names channels of the 4-D file" grep -q "BRATS_001: t1\[1\] t1c\[2\] t2\[3\] flair\[0\] +label" <<<"$txt"
 check "text scan prints the layout and the skipped reason" bash -c "grep -q '^layout: msd' <<<'$txt' && grep -q '^skipped BRATS_485' <<<'$txt'"
+# No patient-data paths in the log at the default level (issue 6): the
+# skip warnings name the case, the paths go to debug level; the report on
+# stdout (asked for) still names them.
+"$FEDSEG" data scan "$T/tar" >"$T/scan.out" 2>"$T/scan.err"
+check "scan log at info level holds no path of the data tree" bash -c "grep -q 'skipping' '$T/scan.err' && ! grep -qF '$T/' '$T/scan.err' && grep -qF '$T/' '$T/scan.out'"
+FEDSEG_LOG_LEVEL=debug "$FEDSEG" data scan "$T/tar" >/dev/null 2>"$T/scan-debug.err"
+check "the same paths are logged at debug level" grep -qF "$T/" "$T/scan-debug.err"
 expect_fail "scan of a folder with nothing usable" "no usable case" "" "$FEDSEG" data scan "$T/brats/unreadable"
 
 # The 4-D MSD case loads to exactly the BraTS 2021 case: same images
