@@ -41,6 +41,7 @@ typedef struct {
 	int min_updates;             /* updates needed to close at the deadline */
 	double round_deadline_s;     /* seconds from a round's opening */
 	int codec;                   /* fed_codec for updates */
+	double topk_fraction;        /* codec topk: share kept, sent in Task */
 	char strategy[32];           /* "fedavg", "median", "trimmed_mean" */
 	double trim_fraction;        /* trimmed_mean: share cut at each end */
 	double clip_norm;            /* L2 bound on each update, 0 = off */

@@ -27,6 +27,7 @@ agg_config_default(void)
 	c.min_updates = 1;
 	c.round_deadline_s = 3600;
 	c.codec = FED_CODEC_F32;
+	c.topk_fraction = FED_CODEC_TOPK_FRACTION;
 	snprintf(c.strategy, sizeof c.strategy, "fedavg");
 	c.trim_fraction = 0.1;
 	snprintf(c.server_optimizer, sizeof c.server_optimizer, "none");
@@ -77,6 +78,7 @@ static const key_def keys[] = {
 	{ "min_updates", K_INT, O(min_updates), 1, 100000, 0 },
 	{ "round_deadline_s", K_DBL, O(round_deadline_s), 0.1, 1e7, 0 },
 	{ "codec", K_CODEC, O(codec), 0, 0, 0 },
+	{ "topk_fraction", K_DBL, O(topk_fraction), 1e-6, 1, 0 },
 	{ "strategy", K_STR, O(strategy), 0, 0, S(strategy) },
 	{ "trim_fraction", K_DBL, O(trim_fraction), 0, 0.49, 0 },
 	{ "clip_norm", K_DBL, O(clip_norm), 0, 1e12, 0 },

@@ -222,6 +222,8 @@ task_reply(agg *a)
 	double left = a->deadline - fs_now();
 	t.deadline_unix_ms = fed_unix_ms() + (uint64_t)(left > 0 ? left * 1000 : 0);
 	t.codec = (uint32_t)a->cfg.codec;
+	if (a->cfg.codec == FED_CODEC_TOPK)
+		t.topk_fraction = a->cfg.topk_fraction;
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
 	env.body_case = FEDSEG__ENVELOPE__BODY_TASK;
 	env.task = &t;

@@ -167,6 +167,9 @@ ledger_contributors(agg *a, cJSON *o)
 	cJSON_AddNumberToObject(o, "bytes_in", bytes_in);
 	cJSON_AddNumberToObject(o, "bytes_out", a->bytes_out);
 	cJSON_AddStringToObject(o, "codec", fed_codec_name(a->cfg.codec));
+	if (a->cfg.codec == FED_CODEC_TOPK)
+		cJSON_AddNumberToObject(o, "topk_fraction",
+		    a->cfg.topk_fraction);
 }
 
 /* ---- start: initial or restored global ---------------------------------- */

@@ -219,12 +219,14 @@ int main(int argc, char **argv)
 		free(pl[k]);
 
 	/* (5) codecs on one delta of n floats. */
-	const int codecs[3] = {FED_CODEC_F32, FED_CODEC_F16, FED_CODEC_Q8};
-	double te[3][MAXR], tdc[3][MAXR], err[3] = {0};
-	size_t cb[3] = {0};
+	enum { NC = 4 };
+	const int codecs[NC] = {FED_CODEC_F32, FED_CODEC_F16, FED_CODEC_Q8,
+	    FED_CODEC_TOPK};
+	double te[NC][MAXR], tdc[NC][MAXR], err[NC] = {0};
+	size_t cb[NC] = {0};
 	fill_delta(x, n, 99);
 	for (int r = 0; r < repeats; r++)
-		for (int ci = 0; ci < 3; ci++) {
+		for (int ci = 0; ci < NC; ci++) {
 			uint8_t *p = NULL;
 			size_t len = 0;
 			double t0 = fs_now();
@@ -252,7 +254,7 @@ int main(int argc, char **argv)
 			free(p);
 		}
 	bstat e32 = bench_stat(te[0], repeats), d32 = bench_stat(tdc[0], repeats);
-	for (int ci = 0; ci < 3; ci++) {
+	for (int ci = 0; ci < NC; ci++) {
 		bstat es = ci ? bench_stat(te[ci], repeats) : e32;
 		bstat ds = ci ? bench_stat(tdc[ci], repeats) : d32;
 		bstat bs = {(double)cb[ci], (double)cb[ci], (double)cb[ci], 1};
@@ -262,8 +264,10 @@ int main(int argc, char **argv)
 		snprintf(bn, sizeof(bn), "codec_%s_bytes", nm);
 		snprintf(fig, sizeof(fig), "%s payload bytes, %zu-float delta", nm, n);
 		snprintf(note, sizeof(note), "relative L2 reconstruction error "
-		    "%.2e; encode %.2f GB/s, decode %.2f GB/s of f32 input (medians)",
-		    err[ci], n * 4 / es.median / 1e9, n * 4 / ds.median / 1e9);
+		    "%.2e%s; encode %.2f GB/s, decode %.2f GB/s of f32 input (medians)",
+		    err[ci], codecs[ci] == FED_CODEC_TOPK ? " (k = 1% of the "
+		    "floats; one round, before error feedback carries the rest)" :
+		    "", n * 4 / es.median / 1e9, n * 4 / ds.median / 1e9);
 		bench_emit(bn, fig, "bytes", bs, "f32 payload bytes", b32,
 		    (double)cb[ci] / cb[0], "bytes / f32 bytes",
 		    codecs[ci] == FED_CODEC_Q8 ? 0.26 : -1, 0, note);

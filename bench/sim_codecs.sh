@@ -1,15 +1,18 @@
 #!/bin/bash
 # bench/sim_codecs.sh BUILD DATA TMP - (5) Dice after a short federated run
-# per codec: `fedseg sim` (aggregator + 3 nodes over mutual TLS) with f32 and
-# q8 (and f16), same seed and settings; prints one flat JSON line per codec
-# with its mean Dice over WT/TC/ET and the difference from the f32 run.
-# Settings are small so that the three runs fit in minutes on 2 cores:
-# FEDSEG_BENCH_SIM_ARGS overrides them.
+# per codec: `fedseg sim` (aggregator + 3 nodes over mutual TLS) with f32,
+# f16, q8 and topk (1% kept, error feedback), same seed and settings; prints
+# one flat JSON line per codec with its mean Dice over WT/TC/ET and the
+# difference from the f32 run. Settings are small so that the runs fit in
+# minutes on 2 cores: FEDSEG_BENCH_SIM_ARGS overrides them;
+# FEDSEG_BENCH_CODECS the codecs (f32 first: it is the baseline).
 set -u
 build="$1" data="$2" tmp="$3"
 args=${FEDSEG_BENCH_SIM_ARGS:-"--rounds 3 --steps 10 --patch 32 --batch 2 --base 8 --depth 3 --no-central --seed 7"}
 declare -A dice
-for codec in f32 f16 q8; do
+codecs=${FEDSEG_BENCH_CODECS:-"f32 f16 q8 topk"}
+case "$codecs" in f32*) ;; *) echo "sim_codecs: FEDSEG_BENCH_CODECS must start with f32" >&2; exit 2;; esac
+for codec in $codecs; do
 	t0=$(date +%s.%N)
 	"$build/node/fedseg" sim --data "$data/brats2021" --codec $codec \
 		--workdir "$tmp/sim-$codec" $args > "$tmp/sim-$codec.out" 2> "$tmp/sim-$codec.err" || {

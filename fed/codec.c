@@ -542,7 +542,8 @@ decode_block(const fed_codec_header *h, const uint8_t *body, size_t i,
 			size_t at = get_u32(idx + 4 * e);
 			if (at >= i + k)
 				break;
-			buf[at - i] = get_f32(val + 4 * e);
+			if (at >= i) /* always, for a checked body */
+				buf[at - i] = get_f32(val + 4 * e);
 		}
 	} else {
 		const uint8_t *c = body + i + 4 * (i / h->chunk);

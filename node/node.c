@@ -3,7 +3,9 @@
  */
 #include "node.h"
 
+#include <dirent.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "cmds.h"
 #include "codec.h"
 #include "crypto.h"
+#include "ef.h"
 #include "imaging.h"
 #include "model.h"
 #include "msg.h"
@@ -218,6 +221,9 @@ typedef struct {
 	img_case **case_ptrs;        /* what model_train takes */
 	int ncases;
 	float *global, *local;
+	float *resid;                /* error-feedback residual (n), or NULL */
+	int resid_on;                /* resid holds the residual for this round */
+	uint32_t resid_from;         /* round that left it (0 = fresh, zeros) */
 	uint32_t version;            /* version of global, UINT32_MAX = none */
 } node;
 
@@ -663,6 +669,152 @@ hb_stop(void)
 	nd_hb.running = 0;
 }
 
+/* ---- error feedback ------------------------------------------------------------ */
+
+/*
+ * With topk (fed_ef_wanted) a node keeps the part of its deltas it has not
+ * sent yet, the residual e (fed/ef.h): it sends C(delta + e) and keeps
+ * e = (delta + e) - decoded. e lives in state_dir/ef-residual-NNNN.bin,
+ * NNNN = the round whose update left it, written durably BEFORE that
+ * round's pending update, so that:
+ *  - a round trains on the newest residual of an earlier round (not its
+ *    own: a file of this round or a later one is what a crash left between
+ *    the two writes, or an update that was refused; it is discarded);
+ *  - a node killed during training (or after it) loads the same residual
+ *    again after its restart; one whose update is pending re-sends it and
+ *    its residual is already on disk;
+ *  - a file of another size or tensor table, or torn, is discarded with a
+ *    log line and the round starts from a zero residual.
+ * Once round r is acknowledged, files older than r - 1 are removed (r - 1
+ * is kept one round, so that what was sent in r = delta + e(r-1) - e(r)
+ * can be checked from the files). A residual left while the aggregator now
+ * asks for a lossless codec is flushed into the next update (e becomes 0).
+ */
+static int
+ef_path(const node *nd, uint32_t round, char *buf, size_t cap)
+{
+	return fs_path(buf, cap, "%s/ef-residual-%04u.bin", nd->cfg.state_dir,
+	    round);
+}
+
+/* Rounds of the residual files in state_dir, for each calls fn. */
+static void
+ef_each(node *nd, void (*fn)(node *, uint32_t, void *), void *arg)
+{
+	DIR *d = opendir(nd->cfg.state_dir);
+	struct dirent *de;
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		/* exactly ef-residual-<digits>.bin (not temp files) */
+		const char *s = de->d_name, *pre = "ef-residual-";
+		size_t l = strlen(s), pl = strlen(pre), nd_ = 0;
+		if (l <= pl + 4 || strncmp(s, pre, pl) != 0 ||
+		    strcmp(s + l - 4, ".bin") != 0)
+			continue;
+		unsigned long r = 0;
+		for (const char *c = s + pl; c < s + l - 4; c++, nd_++)
+			r = *c >= '0' && *c <= '9' && nd_ < 9 ?
+			    r * 10 + (unsigned long)(*c - '0') : ULONG_MAX;
+		if (r <= UINT32_MAX)
+			fn(nd, (uint32_t)r, arg);
+	}
+	closedir(d);
+}
+
+static void
+ef_unlink(node *nd, uint32_t r, const char *why)
+{
+	char p[NODE_PATH_MAX + 48];
+	if (ef_path(nd, r, p, sizeof p) == 0 && unlink(p) == 0)
+		fs_log(FS_LOG_INFO, "NODE-EF", "residual of round %u discarded "
+		    "(%s)", r, why);
+}
+
+typedef struct {
+	uint32_t round, best;
+	int found;
+} ef_pick;
+
+static void
+ef_pick_fn(node *nd, uint32_t r, void *arg)
+{
+	ef_pick *k = arg;
+	if (r >= k->round)
+		ef_unlink(nd, r, "not older than the round being trained: left "
+		    "by an update that was never sent or was refused");
+	else if (!k->found || r > k->best)
+		k->best = r, k->found = 1;
+}
+
+static void
+ef_old_fn(node *nd, uint32_t r, void *arg)
+{
+	uint32_t acked = *(uint32_t *)arg;
+	if ((uint64_t)r + 1 < acked || acked == UINT32_MAX) {
+		char p[NODE_PATH_MAX + 48];
+		if (ef_path(nd, r, p, sizeof p) == 0)
+			unlink(p);
+	}
+}
+
+/* Sets nd->resid for training round `round`: the newest valid residual
+ * of an earlier round, or zeros. Only when the codec wants error feedback
+ * or a residual is left over. */
+static int
+ef_prepare(node *nd, uint32_t round, int codec)
+{
+	size_t n = nd->tab.total;
+	char p[NODE_PATH_MAX + 48];
+	ef_pick k = { round, 0, 0 };
+	nd->resid_on = 0;
+	ef_each(nd, ef_pick_fn, &k);
+	if (!k.found && !fed_ef_wanted(codec))
+		return 0;
+	if (nd->resid == NULL && (nd->resid = malloc(n * sizeof(float))) ==
+	    NULL)
+		return fs_seterr("out of memory (residual)");
+	memset(nd->resid, 0, n * sizeof(float));
+	nd->resid_on = 1;
+	nd->resid_from = 0;
+	if (!k.found) {
+		fs_log(FS_LOG_INFO, "NODE-EF", "round %u: no residual yet, error "
+		    "feedback starts from zero", round);
+		return 0;
+	}
+	fed_ef_meta m;
+	if (ef_path(nd, k.best, p, sizeof p) != 0)
+		return -1;
+	if (fed_ef_load(p, n, nd->table_digest, &m, nd->resid) != 0) {
+		fs_log(FS_LOG_WARN, "NODE-EF", "round %u: %s; discarded, error "
+		    "feedback starts from zero", round, fs_error());
+		memset(nd->resid, 0, n * sizeof(float));
+		unlink(p);
+		return 0;
+	}
+	double e2 = 0;
+	for (size_t i = 0; i < n; i++)
+		e2 += (double)nd->resid[i] * nd->resid[i];
+	if (e2 == 0 && !fed_ef_wanted(codec)) {
+		/* flushed into an update of a lossless codec: done with it */
+		uint32_t all = UINT32_MAX;
+		ef_each(nd, ef_old_fn, &all);
+		nd->resid_on = 0;
+		return 0;
+	}
+	nd->resid_from = k.best;
+	fs_log(FS_LOG_INFO, "NODE-EF", "round %u: residual of round %u loaded "
+	    "from %s (|e| %.4g)", round, k.best, p, sqrt(e2));
+	return 0;
+}
+
+/* Round `acked` was acknowledged: residuals older than acked - 1 go. */
+static void
+ef_acked(node *nd, uint32_t acked)
+{
+	ef_each(nd, ef_old_fn, &acked);
+}
+
 /* ---- training ------------------------------------------------------------------ */
 
 typedef struct {
@@ -724,12 +876,37 @@ make_pending(node *nd, const Fedseg__Task *t, const round_info *ri)
 	uint8_t digest[32], *payload = NULL;
 	for (size_t i = 0; i < n; i++)
 		nd->local[i] -= nd->global[i]; /* local now holds the delta */
-	fed_codec_opts co = { 0, 0, t->round };
+	fed_codec_opts co = { 0, 0, t->round, t->topk_fraction };
 	int codec = fed_codec_name((int)t->codec) ? (int)t->codec : nd->codec;
-	if (fed_codec_encode(codec, nd->local, n, nd->table_digest, &co,
-	    &payload, &pl) != 0)
-		return fs_preferr("encode delta");
-	fed_sha256(payload, pl, digest);
+	if (nd->resid_on) {
+		/* error feedback: send C(delta + e), keep what was not sent;
+		 * the residual is durable before the update is */
+		char p[NODE_PATH_MAX + 48];
+		if (fed_ef_encode(codec, nd->local, nd->resid, n,
+		    nd->table_digest, &co, &payload, &pl) != 0)
+			return fs_preferr("encode delta");
+		fed_sha256(payload, pl, digest);
+		fed_ef_meta em = { codec, t->round, n, { 0 }, { 0 } };
+		memcpy(em.table_digest, nd->table_digest, 32);
+		memcpy(em.payload_digest, digest, 32);
+		double e2 = 0;
+		for (size_t i = 0; i < n; i++)
+			e2 += (double)nd->resid[i] * nd->resid[i];
+		if (ef_path(nd, t->round, p, sizeof p) != 0 ||
+		    fed_ef_save(p, &em, nd->resid) != 0) {
+			free(payload);
+			return fs_preferr("residual");
+		}
+		fs_log(FS_LOG_INFO, "NODE-EF", "round %u: %s with error "
+		    "feedback (residual of round %u in), residual |e| %.4g kept "
+		    "in %s", t->round, fed_codec_name(codec), nd->resid_from,
+		    sqrt(e2), p);
+	} else {
+		if (fed_codec_encode(codec, nd->local, n, nd->table_digest, &co,
+		    &payload, &pl) != 0)
+			return fs_preferr("encode delta");
+		fed_sha256(payload, pl, digest);
+	}
 	Fedseg__Update u = FEDSEG__UPDATE__INIT;
 	Fedseg__Metrics m = FEDSEG__METRICS__INIT;
 	m.mean_loss = ri->st.mean_loss;
@@ -809,10 +986,16 @@ send_pending(node *nd, const round_info *ri)
 			fed_msg_free(rep);
 			return -1;
 		}
-		if (a->accepted)
+		if (a->accepted) {
 			nd_pending.acked = 1;
-		else
-			pending_clear(nd); /* refused for good: retrain */
+			ef_acked(nd, u->round);
+		} else {
+			/* refused for good: retrain; its residual assumed it
+			 * was counted, so it goes too */
+			uint32_t r = u->round;
+			pending_clear(nd);
+			ef_unlink(nd, r, "its update was refused");
+		}
 	} else if (rep->body_case == FEDSEG__ENVELOPE__BODY_ERROR) {
 		fs_log(FS_LOG_WARN, "NODE-UPDATE", "update refused: %s",
 		    rep->error->reason);
@@ -849,7 +1032,10 @@ do_task(node *nd, const Fedseg__Task *t)
 	} else {
 		if (nd_pending.u != NULL)
 			pending_clear(nd); /* of an older round */
-		if (train_local(nd, t, &ri) != 0 ||
+		int codec = fed_codec_name((int)t->codec) ? (int)t->codec :
+		    nd->codec;
+		if (ef_prepare(nd, t->round, codec) != 0 ||
+		    train_local(nd, t, &ri) != 0 ||
 		    make_pending(nd, t, &ri) != 0)
 			rv = -2;
 	}
@@ -977,6 +1163,7 @@ node_free(node *nd)
 		model_table_free(&nd->tab);
 	free(nd->global);
 	free(nd->local);
+	free(nd->resid);
 	free(nd->agg_pem);
 }
 

@@ -40,7 +40,7 @@ typedef struct {
 	const char *hold[SIM_MAX_HOLD];
 	int nhold;
 	int sites, rounds, steps, patch, batch, threads, central, seed;
-	double lr;
+	double lr, topk_fraction;
 	const char *codec, *workdir;
 	model_spec spec;
 } sim_opts;
@@ -80,7 +80,8 @@ static void sim_usage(FILE *f)
 	    "  --batch N         patches per step (default 2)\n"
 	    "  --base N --depth N  U-Net size (default 8, 4)\n"
 	    "  --lr X            learning rate (default 3e-3)\n"
-	    "  --codec C         f32, f16 or q8 (default q8)\n"
+	    "  --codec C         f32, f16, q8 or topk (default q8)\n"
+	    "  --topk-fraction F share of each delta topk keeps (default 0.01)\n"
 	    "  --threads N       CPU threads in all (default: all cores)\n"
 	    "  --no-central      skip the centralised comparison\n"
 	    "  --seed N          random seed (default 1)\n");
@@ -260,6 +261,8 @@ static int write_configs(const sim_opts *o, const char *w, int port,
 	cJSON_AddNumberToObject(a, "min_updates", o->sites);
 	cJSON_AddNumberToObject(a, "round_deadline_s", 3600);
 	cJSON_AddStringToObject(a, "codec", o->codec);
+	if (o->topk_fraction > 0)
+		cJSON_AddNumberToObject(a, "topk_fraction", o->topk_fraction);
 	cJSON_AddStringToObject(a, "strategy", "fedavg");
 	m = cJSON_AddObjectToObject(a, "model");
 	mods = cJSON_AddArrayToObject(m, "modalities");
@@ -434,6 +437,7 @@ int sim_main(int argc, char **argv)
 	    {"lr", required_argument, 0, 'l'}, {"codec", required_argument, 0, 'c'},
 	    {"threads", required_argument, 0, 't'}, {"no-central", no_argument, 0, 'N'},
 	    {"seed", required_argument, 0, 'S'}, {"help", no_argument, 0, 'h'},
+	    {"topk-fraction", required_argument, 0, 'K'},
 	    {0, 0, 0, 0}};
 	sim_opts o;
 	img_dataset ds[SIM_MAX_DATA] = {0};
@@ -476,6 +480,7 @@ int sim_main(int argc, char **argv)
 		case 'D': bad = cmd_int("depth", optarg, 1, MODEL_MAX_DEPTH, &o.spec.depth); break;
 		case 'l': bad = cmd_double("lr", optarg, 1e-8, 10, &o.lr); break;
 		case 'c': o.codec = optarg; break;
+		case 'K': bad = cmd_double("topk-fraction", optarg, 1e-6, 1, &o.topk_fraction); break;
 		case 't': bad = cmd_int("threads", optarg, 0, 1024, &o.threads); break;
 		case 'N': o.central = 0; break;
 		case 'S': bad = cmd_int("seed", optarg, 0, 1000000, &o.seed); break;
@@ -491,8 +496,11 @@ int sim_main(int argc, char **argv)
 		sim_usage(stderr);
 		return cmd_fail("sim", "--data is required");
 	}
-	if (strcmp(o.codec, "f32") && strcmp(o.codec, "f16") && strcmp(o.codec, "q8"))
-		return cmd_fail("sim", "--codec: '%s': expected f32, f16 or q8", o.codec);
+	if (strcmp(o.codec, "f32") && strcmp(o.codec, "f16") && strcmp(o.codec, "q8") &&
+	    strcmp(o.codec, "topk"))
+		return cmd_fail("sim", "--codec: '%s': expected f32, f16, q8 or topk", o.codec);
+	if (o.topk_fraction > 0 && strcmp(o.codec, "topk") != 0)
+		return cmd_fail("sim", "--topk-fraction goes with --codec topk");
 	if (o.patch % model_spec_divisor(&o.spec) != 0)
 		return cmd_fail("sim", "--patch %d must be a multiple of %d", o.patch,
 		    model_spec_divisor(&o.spec));
