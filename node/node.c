@@ -897,10 +897,12 @@ make_pending(node *nd, const Fedseg__Task *t, const round_info *ri)
 			free(payload);
 			return fs_preferr("residual");
 		}
+		char from[32] = "none yet";
+		if (nd->resid_from > 0)
+			snprintf(from, sizeof from, "round %u", nd->resid_from);
 		fs_log(FS_LOG_INFO, "NODE-EF", "round %u: %s with error "
-		    "feedback (residual of round %u in), residual |e| %.4g kept "
-		    "in %s", t->round, fed_codec_name(codec), nd->resid_from,
-		    sqrt(e2), p);
+		    "feedback (residual added: %s), residual |e| %.4g kept in "
+		    "%s", t->round, fed_codec_name(codec), from, sqrt(e2), p);
 	} else {
 		if (fed_codec_encode(codec, nd->local, n, nd->table_digest, &co,
 		    &payload, &pl) != 0)
