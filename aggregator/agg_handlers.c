@@ -365,10 +365,31 @@ update_state_check(agg *a, const Fedseg__Update *u, const char *cn,
 }
 
 int
-agg_update_payload_check(agg *a, const Fedseg__Update *u, float **delta,
-    double *norm)
+agg_payload_check(agg *a, const Fedseg__Update *u, double *norm)
 {
-	uint8_t d[32], text[FED_SIGTEXT_MAX];
+	uint8_t d[32];
+	double ss = 0;
+	if (u->payload_digest.len != 32)
+		return fs_seterr("payload digest must be 32 bytes");
+	fed_sha256(u->payload.data, u->payload.len, d);
+	if (memcmp(d, u->payload_digest.data, 32) != 0)
+		return fs_seterr("payload digest mismatch");
+	if (u->sample_count == 0 || u->sample_count > 1000000000ull)
+		return fs_seterr("sample count %llu out of range",
+		    (unsigned long long)u->sample_count);
+	/* the SHA-256 above covers header and body: the codec's own body
+	 * SHA-256 would hash the same bytes a second time */
+	if (fed_codec_check(u->payload.data, u->payload.len, a->n,
+	    a->table_digest, FED_CODEC_BODY_AUTHENTICATED, &ss, NULL) != 0)
+		return -1;
+	*norm = sqrt(ss);
+	return 0;
+}
+
+int
+agg_update_payload_check(agg *a, const Fedseg__Update *u, double *norm)
+{
+	uint8_t text[FED_SIGTEXT_MAX];
 	if (u->payload_digest.len != 32)
 		return fs_seterr("payload digest must be 32 bytes");
 	if (u->session.len != FED_NONCE_LEN)
@@ -378,38 +399,22 @@ agg_update_payload_check(agg *a, const Fedseg__Update *u, float **delta,
 	if (fed_verify((const char *)u->cert_pem.data, u->cert_pem.len, text,
 	    tl, u->signature.data, u->signature.len) != 0)
 		return fs_seterr("bad signature");
-	fed_sha256(u->payload.data, u->payload.len, d);
-	if (memcmp(d, u->payload_digest.data, 32) != 0)
-		return fs_seterr("payload digest mismatch");
-	if (u->sample_count == 0 || u->sample_count > 1000000000ull)
-		return fs_seterr("sample count %llu out of range",
-		    (unsigned long long)u->sample_count);
-	float *x = malloc(a->n * sizeof(float));
-	if (x == NULL)
-		return fs_seterr("out of memory");
-	if (fed_codec_decode(u->payload.data, u->payload.len, a->n,
-	    a->table_digest, x, NULL) != 0) {
-		free(x);
-		return -1;
-	}
-	double ss = 0;
-	for (size_t i = 0; i < a->n; i++)
-		ss += (double)x[i] * (double)x[i];
-	*norm = sqrt(ss);
-	*delta = x;
-	return 0;
+	return agg_payload_check(a, u, norm);
 }
 
 /* Takes the lock, re-checks (the round may have moved on while we
- * decoded) and adds the delta. Returns U_*. */
+ * checked) and adds the update. Returns U_*. */
 static int
 update_commit(agg *a, const Fedseg__Update *u, const char *cn,
-    const float *x, double norm, const char *file, char *why, size_t wl)
+    double norm, const char *file, char *why, size_t wl)
 {
 	pthread_mutex_lock(&a->mu);
 	int st = update_state_check(a, u, cn, why, wl);
-	if (st == U_OK) {
-		agg_contrib_add(a, agg_node_find(a, cn), u, x, norm, file);
+	if (st == U_OK && agg_contrib_add(a, agg_node_find(a, cn), u, norm,
+	    file) != 0) {
+		snprintf(why, wl, "%s", fs_error());
+		st = U_REJECT;
+	} else if (st == U_OK) {
 		snprintf(why, wl, "accepted for round %u (%d of %d)", a->round,
 		    a->ncontrib, a->nselected);
 	}
@@ -450,7 +455,6 @@ static nng_msg *
 on_update(agg *a, const Fedseg__Update *u)
 {
 	char cn[FED_CN_MAX] = "?", why[256], file[80];
-	float *x = NULL;
 	double norm = 0;
 	if (agg_update_cert(a, &u->cert_pem, cn) != 0) {
 		fs_log(FS_LOG_WARN, "AGG-REJECT", "update refused: %s",
@@ -478,24 +482,22 @@ on_update(agg *a, const Fedseg__Update *u)
 	pthread_mutex_unlock(&a->mu);
 	if (st != U_OK)
 		return update_refuse(cn, u->round, st, why);
-	if (agg_update_payload_check(a, u, &x, &norm) != 0) {
+	if (agg_update_payload_check(a, u, &norm) != 0) {
 		snprintf(why, sizeof why, "%s", fs_error());
 		inflight_clear(a, cn);
 		return update_refuse(cn, u->round, U_REJECT, why);
 	}
 	agg_spool_name(cn, file);
-	if (agg_spool_write(a, u->round, file, u, x) != 0) {
+	if (agg_spool_write(a, u->round, file, u) != 0) {
 		fs_log(FS_LOG_ERR, "AGG-SPOOL", "cannot spool the update from "
 		    "%s: %s", cn, fs_error());
 		snprintf(why, sizeof why, "aggregator cannot store the update; "
 		    "retry later");
-		free(x);
 		inflight_clear(a, cn);
 		return update_refuse(cn, u->round, U_REJECT, why);
 	}
 	agg_crash_point("after_spool");
-	st = update_commit(a, u, cn, x, norm, file, why, sizeof why);
-	free(x);
+	st = update_commit(a, u, cn, norm, file, why, sizeof why);
 	inflight_clear(a, cn);
 	if (st != U_OK)
 		return update_refuse(cn, u->round, st, why);

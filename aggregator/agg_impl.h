@@ -4,8 +4,8 @@
  * Locking: `mu` guards everything below it in struct agg. Handlers run on
  * the transport's worker threads; the round thread opens and closes
  * rounds. Slow steps (certificate and signature checks, decoding a delta,
- * writing a model file) run outside `mu`; adding a validated delta into the
- * accumulator and packing a Task run inside it.
+ * writing a model file) run outside `mu`; adding a validated payload into
+ * the accumulator and packing a Task run inside it.
  */
 #ifndef FEDSEG_AGG_IMPL_H
 #define FEDSEG_AGG_IMPL_H
@@ -77,7 +77,8 @@ typedef struct agg {
 	size_t task_len;
 	uint8_t *task_sig;           /* sig over (digest, version+1, version) */
 	size_t task_siglen;
-	double *acc;                 /* sum of samples * delta, this round */
+	float *acc;                  /* fedavg: sample-weighted mean of this
+	                              * round's (clipped) deltas so far */
 	double wsum;                 /* sum of samples, this round */
 	agg_contrib *contrib;
 	int ncontrib, capcontrib;
@@ -110,9 +111,10 @@ void agg_crash_point(const char *name);
 /* Base name of a node's spool file for a CN (no extension). */
 void agg_spool_name(const char *cn, char out[80]);
 /* Writes the packed Update durably to spool/round-NNNN/<name>.update and
- * the decoded delta to <name>.f32 (when the rule needs it). */
+ * the decoded delta to <name>.f32 (when the rule needs it; u's payload has
+ * passed agg_payload_check). */
 int agg_spool_write(agg *a, uint32_t round, const char *name,
-    const Fedseg__Update *u, const float *delta);
+    const Fedseg__Update *u);
 /* Path of spool/round-NNNN[/<name>.<ext>]. */
 int agg_spool_path(const agg *a, uint32_t round, const char *name,
     const char *ext, char *buf, size_t n);
@@ -123,10 +125,13 @@ void agg_spool_drop(agg *a, uint32_t round);
  * spooled update of the open round and adds it (contrib + accumulator).
  * Under no lock (before the threads start). */
 int agg_spool_restore(agg *a);
-/* Adds a validated delta to the round (accumulator + contributor row).
- * Under a->mu (or before threads start). */
-void agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
-    const float *x, double norm, const char *file);
+/* Adds an update whose payload passed agg_payload_check to the round:
+ * fedavg folds it straight from the payload into the running weighted
+ * mean acc (no decoded copy), then the contributor row. Under a->mu (or
+ * before threads start). -1 (acc unchanged) only if the payload is not
+ * the one that was checked. */
+int agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
+    double norm, const char *file);
 /* Creates or finds the node entry for cn (under a->mu). */
 agg_node *agg_node_get(agg *a, const char *cn);
 
@@ -148,10 +153,13 @@ int agg_opt_load(agg *a, uint32_t version, const char *hex);
  * allow-list; the CN into cn. */
 int agg_update_cert(agg *a, const ProtobufCBinaryData *pem,
     char cn[FED_CN_MAX]);
-/* Signature, digest, sample count, payload decoding (no lock). On success
- * *delta is malloc'd (a->n floats) and *norm its L2 norm. */
-int agg_update_payload_check(agg *a, const Fedseg__Update *u,
-    float **delta, double *norm);
+/* Signature, then agg_payload_check (no lock). */
+int agg_update_payload_check(agg *a, const Fedseg__Update *u, double *norm);
+/* Payload digest (the one SHA-256 pass over the payload), sample count,
+ * and every check of the codec in one more pass that writes nothing (the
+ * body SHA-256 is not recomputed: the digest just checked covers it);
+ * *norm = L2 norm of the delta. */
+int agg_payload_check(agg *a, const Fedseg__Update *u, double *norm);
 nng_msg *agg_handle(void *user, const uint8_t *req, size_t len);
 agg_node *agg_node_find(agg *a, const char *cn);
 

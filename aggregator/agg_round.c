@@ -303,7 +303,7 @@ agg_state_init(agg *a)
 	    agg_task_prepare(a, a->global, a->digest, a->version,
 	    &a->task_payload, &a->task_len, &a->task_sig, &a->task_siglen))
 		return -1;
-	a->acc = calloc(a->n, sizeof(double));
+	a->acc = calloc(a->n, sizeof(float));
 	if (a->acc == NULL)
 		return fs_seterr("out of memory (accumulator of %zu)", a->n);
 	a->round = a->version + 1;
@@ -471,8 +471,7 @@ round_close(agg *a)
 	a->version = v;
 	a->round = v + 1;
 	a->ncontrib = 0;
-	a->wsum = 0;
-	memset(a->acc, 0, a->n * sizeof(double));
+	a->wsum = 0; /* the next first update overwrites acc */
 	for (int i = 0; i < a->nnodes; i++)
 		a->nodes[i].selected = 0;
 	a->phase = v >= (uint32_t)a->cfg.rounds ? AGG_DONE : AGG_WAITING;

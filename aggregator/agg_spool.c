@@ -89,39 +89,78 @@ agg_spool_path(const agg *a, uint32_t round, const char *name,
 	    round, name, ext);
 }
 
+/* The decoded delta of a checked payload, for the robust rules that read
+ * it back (a model-sized buffer only while it is written). */
 static int
-write_f32(agg *a, uint32_t round, const char *name, const float *x)
+write_f32(agg *a, uint32_t round, const char *name,
+    const Fedseg__Update *u)
 {
 	char p[AGG_PATH_MAX + 160];
 	if (agg_spool_path(a, round, name, "f32", p, sizeof p) != 0)
 		return -1;
-	return fs_write_atomic(p, x, a->n * sizeof(float), 0600);
+	float *x = malloc(a->n * sizeof(float));
+	int rv = x == NULL ? fs_seterr("out of memory") :
+	    fed_codec_decode_axpbyf(u->payload.data, u->payload.len, a->n,
+	    a->table_digest, 1.0f, 0.0f, x, FED_CODEC_PRECHECKED, NULL);
+	if (rv == 0)
+		rv = fs_write_atomic(p, x, a->n * sizeof(float), 0600);
+	free(x);
+	return rv;
+}
+
+/* protobuf-c output straight into the spool file and its checksum, so
+ * that spooling holds no packed copy of the update. */
+typedef struct {
+	ProtobufCBuffer base;
+	FILE *fp;
+	fed_sha256_ctx *sha;
+	int err;
+} spool_out;
+
+static void
+spool_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
+{
+	spool_out *o = (spool_out *)b;
+	fed_sha256_update(o->sha, data, len);
+	if (!o->err && fwrite(data, 1, len, o->fp) != len)
+		o->err = 1;
 }
 
 int
 agg_spool_write(agg *a, uint32_t round, const char *name,
-    const Fedseg__Update *u, const float *delta)
+    const Fedseg__Update *u)
 {
 	char p[AGG_PATH_MAX + 160];
+	uint8_t hdr[SPOOL_HDR];
 	if (agg_spool_path(a, round, NULL, NULL, p, sizeof p) != 0 ||
 	    fs_mkdir_p(p, 1) != 0)
 		return -1;
-	if (a->rule != AGG_RULE_FEDAVG && write_f32(a, round, name, delta))
+	if (a->rule != AGG_RULE_FEDAVG && write_f32(a, round, name, u))
 		return -1;
-	size_t n = fedseg__update__get_packed_size(u);
-	uint8_t *buf = malloc(SPOOL_HDR + n);
-	if (buf == NULL)
-		return fs_seterr("out of memory (spool of %zu bytes)", n);
-	memcpy(buf, SPOOL_MAGIC, 4);
-	buf[4] = 1;
-	buf[5] = buf[6] = buf[7] = 0;
-	fedseg__update__pack(u, buf + SPOOL_HDR);
-	fed_sha256(buf + SPOOL_HDR, n, buf + 8);
-	int rv = agg_spool_path(a, round, name, "update", p, sizeof p);
-	if (rv == 0)
-		rv = fs_write_atomic(p, buf, SPOOL_HDR + n, 0600);
-	free(buf);
-	return rv;
+	if (agg_spool_path(a, round, name, "update", p, sizeof p) != 0)
+		return -1;
+	memset(hdr, 0, sizeof hdr);
+	memcpy(hdr, SPOOL_MAGIC, 4);
+	hdr[4] = 1;
+	fs_atomic *f = fs_atomic_open(p, 0600);
+	if (f == NULL)
+		return -1;
+	spool_out o = { { spool_append }, fs_atomic_file(f),
+		fed_sha256_begin(), 0 };
+	if (o.sha == NULL) {
+		fs_atomic_abort(f);
+		return fs_seterr("out of memory");
+	}
+	/* header with a zero checksum, the Update, then the checksum */
+	o.err = fwrite(hdr, 1, sizeof hdr, o.fp) != sizeof hdr;
+	fedseg__update__pack_to_buffer(u, &o.base);
+	fed_sha256_end(o.sha, hdr + 8);
+	if (o.err || fseek(o.fp, 8, SEEK_SET) != 0 ||
+	    fwrite(hdr + 8, 1, 32, o.fp) != 32) {
+		fs_atomic_abort(f);
+		return fs_seterr("%s: write failed", p);
+	}
+	return fs_atomic_commit(f);
 }
 
 static int
@@ -181,18 +220,25 @@ agg_node_get(agg *a, const char *cn)
 	return n;
 }
 
-void
+int
 agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
-    const float *x, double norm, const char *file)
+    double norm, const char *file)
 {
 	double s = (double)u->sample_count;
 	double scale = 1.0;
 	if (a->cfg.clip_norm > 0 && norm > a->cfg.clip_norm)
 		scale = a->cfg.clip_norm / norm;
 	if (a->rule == AGG_RULE_FEDAVG) {
-		double f = s * scale;
-		for (size_t i = 0; i < a->n; i++)
-			a->acc[i] += f * (double)x[i];
+		/* running weighted mean: acc = (W acc + s scale x) / (W + s),
+		 * a convex combination in float that cannot overflow and
+		 * needs no division at the end; the first update stores
+		 * (beta 0: acc is not read, so it needs no clearing) */
+		double w1 = a->wsum + s;
+		if (fed_codec_decode_axpbyf(u->payload.data, u->payload.len,
+		    a->n, a->table_digest, (float)(s * scale / w1),
+		    (float)(a->wsum / w1), a->acc, FED_CODEC_PRECHECKED,
+		    NULL) != 0)
+			return -1;
 	}
 	a->wsum += s;
 	n->submitted = a->round;
@@ -200,7 +246,7 @@ agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
 		int cap = a->capcontrib ? 2 * a->capcontrib : 8;
 		agg_contrib *p = realloc(a->contrib, (size_t)cap * sizeof *p);
 		if (p == NULL)
-			return; /* the delta counts; only the ledger row is lost */
+			return 0; /* the delta counts; only the ledger row is lost */
 		a->contrib = p;
 		a->capcontrib = cap;
 	}
@@ -223,6 +269,7 @@ agg_contrib_add(agg *a, agg_node *n, const Fedseg__Update *u,
 		fs_log(FS_LOG_WARN, "AGG-CLIP", "update from %s for round %u: "
 		    "norm %.4g clipped to %.4g", n->cn, a->round, norm,
 		    a->cfg.clip_norm);
+	return 0;
 }
 
 /* ---- restart --------------------------------------------------------------- */
@@ -250,7 +297,6 @@ spool_load(agg *a, const char *path, const char *file)
 {
 	uint8_t *buf = NULL, d[32];
 	size_t len = 0;
-	float *x = NULL;
 	double norm = 0;
 	char cn[FED_CN_MAX], want[80];
 	Fedseg__Update *u = NULL;
@@ -268,6 +314,8 @@ spool_load(agg *a, const char *path, const char *file)
 		goto out;
 	}
 	u = fedseg__update__unpack(NULL, len - SPOOL_HDR, buf + SPOOL_HDR);
+	free(buf); /* u holds its own copy of the payload */
+	buf = NULL;
 	if (u == NULL) {
 		fs_seterr("cannot be parsed as an Update");
 		goto out;
@@ -284,7 +332,7 @@ spool_load(agg *a, const char *path, const char *file)
 		    u->base_version, a->round, a->version);
 		goto out;
 	}
-	if (agg_update_payload_check(a, u, &x, &norm) != 0)
+	if (agg_update_payload_check(a, u, &norm) != 0)
 		goto out;
 	agg_node *n = agg_node_get(a, cn);
 	if (n == NULL)
@@ -293,9 +341,10 @@ spool_load(agg *a, const char *path, const char *file)
 		fs_seterr("a second update from %s", cn);
 		goto out;
 	}
-	if (a->rule != AGG_RULE_FEDAVG && write_f32(a, a->round, file, x))
+	if (a->rule != AGG_RULE_FEDAVG && write_f32(a, a->round, file, u))
 		goto out;
-	agg_contrib_add(a, n, u, x, norm, file);
+	if (agg_contrib_add(a, n, u, norm, file) != 0)
+		goto out;
 	fs_log(FS_LOG_INFO, "AGG-RESTORE", "round %u: update from %s restored "
 	    "from the spool (digest %.16s, %llu samples)", a->round, cn,
 	    a->contrib[a->ncontrib - 1].digest,
@@ -305,7 +354,6 @@ out:
 	if (u != NULL)
 		fedseg__update__free_unpacked(u, NULL);
 	free(buf);
-	free(x);
 	return rv;
 }
 

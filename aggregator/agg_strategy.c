@@ -4,8 +4,9 @@
  * 1. Each update may be clipped to an L2 norm (clip_norm): its delta is
  *    scaled by min(1, clip_norm / ||delta||) before anything else.
  * 2. Rule (strategy):
- *    - fedavg: sum(samples_i * delta_i) / sum(samples_i), streamed into one
- *      double accumulator as updates arrive (O(model) memory);
+ *    - fedavg: sum(samples_i * delta_i) / sum(samples_i), streamed as
+ *      updates arrive straight from each payload into one float running
+ *      weighted mean (agg_contrib_add; O(model) memory, no decoded copy);
  *    - median: coordinate-wise median of the deltas (unweighted);
  *    - trimmed_mean: per coordinate, drop the floor(trim_fraction * K)
  *      largest and smallest of the K values, average the rest (unweighted).
@@ -153,21 +154,39 @@ out:
 	return rv;
 }
 
+/* w = global + lr * g: the fedavg / no-optimiser case, one vectorised
+ * pass (g is acc, already the weighted mean). */
+static void
+step_plain(float *restrict w, const float *restrict global,
+    const float *restrict g, double lr, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			w[i + l] = (float)((double)global[i + l] +
+			    lr * (double)g[i + l]);
+	for (; i < n; i++)
+		w[i] = (float)((double)global[i] + lr * (double)g[i]);
+}
+
 int
 agg_combine(agg *a, float *w)
 {
-	float *g = malloc(a->n * sizeof(float));
-	if (g == NULL)
-		return fs_seterr("out of memory");
-	if (a->rule == AGG_RULE_FEDAVG) {
-		for (size_t i = 0; i < a->n; i++)
-			g[i] = (float)(a->acc[i] / a->wsum);
-	} else if (combine_spool(a, g) != 0) {
-		free(g);
-		return -1;
+	/* the combined delta g: fedavg's running mean acc as it is; the
+	 * robust rules write theirs into w, which the step below then
+	 * overwrites element by element (no temporary model) */
+	const float *g = a->acc;
+	if (a->rule != AGG_RULE_FEDAVG) {
+		if (combine_spool(a, w) != 0)
+			return -1;
+		g = w;
 	}
 	const double lr = a->cfg.server_lr, b1 = a->cfg.beta1,
 	    b2 = a->cfg.beta2, tau = a->cfg.tau, mu = a->cfg.server_momentum;
+	if (a->opt == AGG_OPT_NONE && g != w) {
+		step_plain(w, a->global, g, lr, a->n);
+		return 0;
+	}
 	for (size_t i = 0; i < a->n; i++) {
 		double gi = g[i], step = gi;
 		if (a->opt == AGG_OPT_FEDAVGM) {
@@ -189,7 +208,6 @@ agg_combine(agg *a, float *w)
 		}
 		w[i] = (float)((double)a->global[i] + lr * step);
 	}
-	free(g);
 	return 0;
 }
 

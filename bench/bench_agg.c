@@ -33,8 +33,10 @@ static void fill_delta(float *x, size_t n, uint64_t seed)
 	}
 }
 
-/* A private agg holding only what the FedAvg path touches. */
-static agg *agg_for_bench(size_t n)
+/* A private agg holding only what the FedAvg path touches. Its float
+ * accumulator is faulted in here, untimed: the aggregator allocates it
+ * once at start and reuses it every round. */
+static agg *agg_for_bench(size_t n, const uint8_t td[32])
 {
 	agg *a = calloc(1, sizeof(*a));
 	if (a == NULL)
@@ -44,7 +46,8 @@ static agg *agg_for_bench(size_t n)
 	a->rule = AGG_RULE_FEDAVG;
 	a->opt = AGG_OPT_NONE;
 	a->round = 1;
-	a->acc = calloc(n, sizeof(double));
+	memcpy(a->table_digest, td, 32);
+	a->acc = malloc(n * sizeof(float));
 	a->global = calloc(n, sizeof(float)); /* agg_combine: w = global + step */
 	if (a->acc == NULL || a->global == NULL) {
 		free(a->acc);
@@ -52,6 +55,7 @@ static agg *agg_for_bench(size_t n)
 		free(a);
 		return NULL;
 	}
+	memset(a->acc, 0, n * sizeof(float));
 	return a;
 }
 
@@ -104,12 +108,14 @@ int main(int argc, char **argv)
 	float *w = calloc(n, sizeof(float)), *dst = malloc(n * sizeof(float));
 	uint8_t **pl = calloc((size_t)K, sizeof(*pl));
 	size_t *pn = calloc((size_t)K, sizeof(*pn));
-	if (!x || !y || !w || !dst || !pl || !pn) {
+	uint8_t (*pd)[32] = calloc((size_t)K, 32);
+	if (!x || !y || !w || !dst || !pl || !pn || !pd) {
 		fprintf(stderr, "bench_agg: out of memory\n");
 		return 1;
 	}
 	double bytes = (double)K * n * sizeof(float);
-	double tm[MAXR], ta[MAXR], tf[MAXR], tx[MAXR], r1[MAXR], r2[MAXR], r3[MAXR];
+	double tm[MAXR], ta[MAXR], tf[MAXR], tx[MAXR], tz[MAXR];
+	double r1[MAXR], r2[MAXR], r3[MAXR], r4[MAXR];
 
 	/* K f32 payloads, as they arrive at the aggregator (made untimed). */
 	for (int k = 0; k < K; k++) {
@@ -118,9 +124,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "bench_agg: %s\n", fs_error());
 			return 1;
 		}
+		fed_sha256(pl[k], pn[k], pd[k]); /* the Update's signed digest */
 	}
-	/* Decoded deltas for the accumulate-only figure: one buffer reused,
-	 * refilled from the payload untimed (K*N floats would not fit RSS). */
 	for (int r = 0; r < repeats; r++) {
 		/* baseline: memcpy of the same bytes (K x N floats) */
 		double t0 = fs_now();
@@ -128,21 +133,24 @@ int main(int argc, char **argv)
 			memcpy(k % 2 ? dst : y, k % 2 ? y : x, n * sizeof(float));
 		tm[r] = fs_now() - t0;
 
-		/* (a) the aggregator's accumulate (agg_contrib_add) + combine */
-		agg *a = agg_for_bench(n);
+		/* (a) the aggregator's accumulate (agg_contrib_add straight
+		 * from each checked payload into the float running mean) +
+		 * combine */
+		agg *a = agg_for_bench(n, td);
 		Fedseg__Update u = FEDSEG__UPDATE__INIT;
-		uint8_t dg[32] = {0};
 		agg_node nd;
 		memset(&nd, 0, sizeof(nd));
 		snprintf(nd.cn, sizeof(nd.cn), "bench");
-		u.payload_digest = (ProtobufCBinaryData){32, dg};
 		ta[r] = 0;
 		for (int k = 0; k < K; k++) {
-			memcpy(x, pl[k] + FED_CODEC_HEADER_LEN, n * sizeof(float));
+			u.payload = (ProtobufCBinaryData){pn[k], pl[k]};
+			u.payload_digest = (ProtobufCBinaryData){32, pd[k]};
 			u.sample_count = 10 + (uint64_t)k;
-			u.payload.len = pn[k];
 			t0 = fs_now();
-			agg_contrib_add(a, &nd, &u, x, 1.0, "bench");
+			if (agg_contrib_add(a, &nd, &u, 1.0, "bench") != 0) {
+				fprintf(stderr, "bench_agg: %s\n", fs_error());
+				return 1;
+			}
 			ta[r] += fs_now() - t0;
 		}
 		t0 = fs_now();
@@ -153,23 +161,22 @@ int main(int argc, char **argv)
 		ta[r] += fs_now() - t0;
 		agg_bench_free(a);
 
-		/* (b) the whole accept path the aggregator runs per update today
-		 * (agg_update_payload_check minus the ECDSA check, then
-		 * agg_contrib_add): payload digest, decode (header, body SHA-256,
-		 * finiteness), norm, accumulate; then combine. */
-		a = agg_for_bench(n);
+		/* (b) the whole accept path the aggregator runs per update
+		 * (agg_update_payload_check minus the ECDSA check, i.e.
+		 * agg_payload_check, then agg_contrib_add): payload digest,
+		 * codec checks + norm in one pass, accumulate; then combine. */
+		a = agg_for_bench(n, td);
 		t0 = fs_now();
 		for (int k = 0; k < K; k++) {
-			double ss = 0;
-			fed_sha256(pl[k], pn[k], dg);
-			if (fed_codec_decode(pl[k], pn[k], n, td, x, NULL) != 0) {
+			double norm = 0;
+			u.payload = (ProtobufCBinaryData){pn[k], pl[k]};
+			u.payload_digest = (ProtobufCBinaryData){32, pd[k]};
+			u.sample_count = 10 + (uint64_t)k;
+			if (agg_payload_check(a, &u, &norm) != 0 ||
+			    agg_contrib_add(a, &nd, &u, norm, "bench") != 0) {
 				fprintf(stderr, "bench_agg: %s\n", fs_error());
 				return 1;
 			}
-			for (size_t i = 0; i < n; i++)
-				ss += (double)x[i] * (double)x[i];
-			u.sample_count = 10 + (uint64_t)k;
-			agg_contrib_add(a, &nd, &u, x, sqrt(ss), "bench");
 		}
 		agg_combine(a, w);
 		tf[r] = fs_now() - t0;
@@ -187,23 +194,40 @@ int main(int argc, char **argv)
 			}
 		tx[r] = fs_now() - t0;
 		free(acc);
+
+		/* (d) the float variant with every check of its own (body
+		 * SHA-256 included), as a stand-alone caller would use it */
+		memset(y, 0, n * sizeof(float));
+		t0 = fs_now();
+		for (int k = 0; k < K; k++)
+			if (fed_codec_decode_axpbyf(pl[k], pn[k], n, td,
+			    1.0f / (float)(k + 1), (float)k / (float)(k + 1), y, 0,
+			    NULL) != 0) {
+				fprintf(stderr, "bench_agg: %s\n", fs_error());
+				return 1;
+			}
+		tz[r] = fs_now() - t0;
 		r1[r] = tm[r] / ta[r];
 		r2[r] = tm[r] / tf[r];
 		r3[r] = tm[r] / tx[r];
+		r4[r] = tm[r] / tz[r];
 	}
 	bstat sm = bench_stat(tm, repeats), sa = bench_stat(ta, repeats);
 	bstat sf = bench_stat(tf, repeats), sx = bench_stat(tx, repeats);
 	bstat q1 = bench_stat(r1, repeats), q2 = bench_stat(r2, repeats);
-	bstat q3 = bench_stat(r3, repeats);
+	bstat q3 = bench_stat(r3, repeats), sz = bench_stat(tz, repeats);
+	bstat q4 = bench_stat(r4, repeats);
 	snprintf(note, sizeof(note), "%d updates x %zu params (%.0f MB each); "
-	    "agg_contrib_add + agg_combine from fedseg_aggregator, double "
-	    "accumulator; %.2f GB/s vs memcpy %.2f GB/s (medians)", K, n,
+	    "agg_contrib_add (from the payload, float running mean) + "
+	    "agg_combine from fedseg_aggregator; %.2f GB/s vs memcpy %.2f GB/s "
+	    "(medians)", K, n,
 	    n * 4 / 1e6, bytes / sa.median / 1e9, bytes / sm.median / 1e9);
 	bench_emit("fedavg_accumulate", "FedAvg accumulate + combine (aggregator code)",
 	    "s", sa, "memcpy of the same bytes", sm, q1.median,
 	    "memcpy seconds / FedAvg seconds = GB/s over memcpy GB/s", 0.5, 1, note);
-	snprintf(note, sizeof(note), "per update: SHA-256 of the payload, "
-	    "fed_codec_decode (header, body SHA-256, finite check), L2 norm, "
+	snprintf(note, sizeof(note), "per update: agg_payload_check (SHA-256 "
+	    "of the payload = the signed digest, then fed_codec_check: header, "
+	    "finite check and L2 norm in one pass, body not hashed again), "
 	    "agg_contrib_add; then agg_combine. ECDSA verify and spool write "
 	    "excluded. %.2f GB/s (median)", bytes / sf.median / 1e9);
 	bench_emit("fedavg_accept_path", "FedAvg incl. digest + decode per update",
@@ -215,8 +239,16 @@ int main(int argc, char **argv)
 	bench_emit("fedavg_decode_axpy", "streaming decode+accumulate (fed_codec_decode_axpy)",
 	    "s", sx, "memcpy of the same bytes", sm, q3.median,
 	    "memcpy seconds / path seconds", -1, 1, note);
+	snprintf(note, sizeof(note), "fed_codec_decode_axpbyf, flags 0 (body "
+	    "SHA-256 + finite check, then acc = beta acc + alpha x in float): "
+	    "%.2f GB/s (median)", bytes / sz.median / 1e9);
+	bench_emit("fedavg_decode_axpbyf", "streaming decode+accumulate, float "
+	    "(fed_codec_decode_axpbyf, all checks)", "s", sz,
+	    "memcpy of the same bytes", sm, q4.median,
+	    "memcpy seconds / path seconds", -1, 1, note);
 	for (int k = 0; k < K; k++)
 		free(pl[k]);
+	free(pd);
 
 	/* (5) codecs on one delta of n floats. */
 	enum { NC = 4 };

@@ -652,3 +652,289 @@ fed_codec_decode_axpy(const uint8_t *p, size_t len, size_t n,
 		*hout = h;
 	return rv;
 }
+
+/* ---- float accumulation for the aggregator ------------------------------ */
+
+/* The f32 and q8 fast paths read the body with plain loads on a
+ * little-endian host (the format is little-endian) so that the loops
+ * vectorise; elsewhere they go through get_f32. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HOST_LE 1
+#else
+#define HOST_LE 0
+#endif
+
+static inline float
+ld_f32(const uint8_t *p)
+{
+#if HOST_LE
+	float f;
+	memcpy(&f, p, 4);
+	return f;
+#else
+	return get_f32(p);
+#endif
+}
+
+/* Header checks of fed_codec_decode; the body SHA-256 is skipped only for
+ * f32 / q8 with FED_CODEC_BODY_AUTHENTICATED (other codecs keep every check
+ * of decode_check, whatever the flags). */
+static int
+check_head(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], unsigned flags, fed_codec_header *h)
+{
+	if (fed_codec_peek(p, len, h) != 0)
+		return -1;
+	if (!(flags & FED_CODEC_BODY_AUTHENTICATED) ||
+	    (h->codec != FED_CODEC_F32 && h->codec != FED_CODEC_Q8))
+		return decode_check(p, len, n, table_digest, h);
+	if (h->count != (uint64_t)n)
+		return fs_seterr("payload has %llu elements, model has %zu",
+		    (unsigned long long)h->count, n);
+	if (table_digest != NULL &&
+	    memcmp(h->table_digest, table_digest, 32) != 0)
+		return fs_seterr("payload tensor-table digest does not match "
+		    "the model's");
+	return 0;
+}
+
+/* The loops below work on groups of V values with a constant trip count
+ * (GCC's -O2 cost model vectorises only those) and a scalar tail. */
+#define V 16
+
+/* f32: every value finite (exponent field not all ones: adding one to it
+ * carries into bit 31 only then); sum of squares in 8 independent partial
+ * sums (a fixed order, so the result is reproducible). */
+static int
+check_f32(const uint8_t *restrict body, size_t n, double *sumsq)
+{
+	double s[8] = { 0 };
+	for (size_t i = 0; i < n; i += BLOCK) {
+		size_t k = n - i < BLOCK ? n - i : BLOCK, j = 0;
+		const uint8_t *b = body + 4 * i;
+		uint32_t bad = 0;
+		for (; j + V <= k; j += V) {
+			uint32_t t[V];
+			memcpy(t, b + 4 * j, sizeof t);
+			for (int l = 0; l < V; l++)
+				bad |= (t[l] & 0x7f800000u) + 0x00800000u;
+		}
+		for (; j < k; j++)
+			bad |= (get_u32(b + 4 * j) & 0x7f800000u) + 0x00800000u;
+		if (bad & 0x80000000u) {
+			for (j = 0; j < k; j++) {
+				float v = get_f32(b + 4 * j);
+				if (!isfinite(v))
+					return fs_seterr("decoded value at "
+					    "index %zu is %s", i + j,
+					    isnan(v) ? "NaN" : "Inf");
+			}
+		}
+		for (j = 0; j + 8 <= k; j += 8) {
+			float t[8];
+			for (int l = 0; l < 8; l++)
+				t[l] = ld_f32(b + 4 * (j + l));
+			for (int l = 0; l < 8; l++)
+				s[l] += (double)t[l] * (double)t[l];
+		}
+		for (; j < k; j++) {
+			double v = ld_f32(b + 4 * j);
+			s[0] += v * v;
+		}
+	}
+	*sumsq = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) +
+	    (s[6] + s[7]));
+	return 0;
+}
+
+/* q8: every scale finite and >= 0, every decoded value finite (always
+ * when 127 * scale is), no code -128. */
+static int
+check_q8(const fed_codec_header *h, const uint8_t *body, size_t n,
+    double *sumsq)
+{
+	double ss = 0;
+	for (size_t i = 0; i < n; i += h->chunk) {
+		size_t k = n - i < h->chunk ? n - i : h->chunk;
+		const uint8_t *c = body + i + 4 * (i / h->chunk);
+		float scale = get_f32(c);
+		if (!isfinite(scale) || scale < 0.0f)
+			return fs_seterr("q8 chunk at element %zu has scale %g",
+			    i, (double)scale);
+		const int8_t *q = (const int8_t *)(c + 4);
+		if (!isfinite(127.0f * scale))
+			for (size_t j = 0; j < k; j++)
+				if (!isfinite((float)q[j] * scale))
+					return fs_seterr("decoded value at "
+					    "index %zu is Inf", i + j);
+		int bad = 0;
+		double s = 0;
+		for (size_t j = 0; j < k; j++) {
+			bad |= q[j] == -128;
+			double v = (float)q[j] * scale;
+			s += v * v;
+		}
+		if (bad)
+			for (size_t j = 0; j < k; j++)
+				if (q[j] == -128)
+					return fs_seterr("q8 code -128 at "
+					    "element %zu", i + j);
+		ss += s;
+	}
+	*sumsq = ss;
+	return 0;
+}
+
+int
+fed_codec_check(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], unsigned flags, double *sumsq,
+    fed_codec_header *hout)
+{
+	fed_codec_header h;
+	double ss = 0;
+	if (check_head(p, len, n, table_digest, flags, &h) != 0)
+		return -1;
+	const uint8_t *body = p + FED_CODEC_HEADER_LEN;
+	int rv = 0;
+	if (h.codec == FED_CODEC_F32) {
+		rv = check_f32(body, n, &ss);
+	} else if (h.codec == FED_CODEC_Q8) {
+		rv = check_q8(&h, body, n, &ss);
+	} else {
+		float *buf = malloc(BLOCK * sizeof(float));
+		if (buf == NULL)
+			return fs_seterr("out of memory");
+		for (size_t i = 0; i < n && rv == 0; i += BLOCK) {
+			size_t k = n - i < BLOCK ? n - i : BLOCK;
+			rv = decode_block(&h, body, i, k, buf);
+			for (size_t j = 0; j < k && rv == 0; j++)
+				ss += (double)buf[j] * (double)buf[j];
+		}
+		free(buf);
+	}
+	if (rv != 0)
+		return -1;
+	if (sumsq != NULL)
+		*sumsq = ss;
+	if (hout != NULL)
+		*hout = h;
+	return 0;
+}
+
+/* acc = beta * acc + alpha * x; beta == 0 stores (acc is not read). */
+static void
+axpby_f32(float *restrict acc, const uint8_t *restrict x, size_t k,
+    float alpha, float beta)
+{
+	size_t j = 0;
+	if (beta == 0.0f) {
+		for (; j + V <= k; j += V) {
+			float t[V];
+			for (int l = 0; l < V; l++)
+				t[l] = ld_f32(x + 4 * (j + l));
+			for (int l = 0; l < V; l++)
+				acc[j + l] = alpha * t[l];
+		}
+		for (; j < k; j++)
+			acc[j] = alpha * ld_f32(x + 4 * j);
+	} else {
+		for (; j + V <= k; j += V) {
+			float t[V];
+			for (int l = 0; l < V; l++)
+				t[l] = ld_f32(x + 4 * (j + l));
+			for (int l = 0; l < V; l++)
+				acc[j + l] = beta * acc[j + l] + alpha * t[l];
+		}
+		for (; j < k; j++)
+			acc[j] = beta * acc[j] + alpha * ld_f32(x + 4 * j);
+	}
+}
+
+static void
+axpby_i8(float *restrict acc, const int8_t *restrict q, size_t k,
+    float a, float beta)
+{
+	size_t j = 0;
+	if (beta == 0.0f) {
+		for (; j + V <= k; j += V)
+			for (int l = 0; l < V; l++)
+				acc[j + l] = a * (float)q[j + l];
+		for (; j < k; j++)
+			acc[j] = a * (float)q[j];
+	} else {
+		for (; j + V <= k; j += V)
+			for (int l = 0; l < V; l++)
+				acc[j + l] = beta * acc[j + l] +
+				    a * (float)q[j + l];
+		for (; j < k; j++)
+			acc[j] = beta * acc[j] + a * (float)q[j];
+	}
+}
+
+static void
+axpby_buf(float *restrict acc, const float *restrict x, size_t k,
+    float alpha, float beta)
+{
+	for (size_t j = 0; j < k; j++)
+		acc[j] = beta == 0.0f ? alpha * x[j] : beta * acc[j] +
+		    alpha * x[j];
+}
+
+int
+fed_codec_decode_axpbyf(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], float alpha, float beta, float *acc,
+    unsigned flags, fed_codec_header *hout)
+{
+	fed_codec_header h;
+	if (flags & FED_CODEC_PRECHECKED) {
+		if (fed_codec_peek(p, len, &h) != 0)
+			return -1;
+		if (h.count != (uint64_t)n)
+			return fs_seterr("payload has %llu elements, model has "
+			    "%zu", (unsigned long long)h.count, n);
+	} else if (fed_codec_check(p, len, n, table_digest, flags, NULL,
+	    &h) != 0) {
+		return -1; /* acc untouched */
+	}
+	const uint8_t *body = p + FED_CODEC_HEADER_LEN;
+	if (h.codec == FED_CODEC_F32) {
+		/* blocks keep the x stream and acc in step for the prefetcher
+		 * without changing the arithmetic */
+		for (size_t i = 0; i < n; i += BLOCK) {
+			size_t k = n - i < BLOCK ? n - i : BLOCK;
+			axpby_f32(acc + i, body + 4 * i, k, alpha, beta);
+		}
+	} else if (h.codec == FED_CODEC_Q8) {
+		for (size_t i = 0; i < n; i += h.chunk) {
+			size_t k = n - i < h.chunk ? n - i : h.chunk;
+			const uint8_t *c = body + i + 4 * (i / h.chunk);
+			/* (float)q * scale, then * alpha: the value decoded by
+			 * fed_codec_decode times alpha, up to one rounding */
+			float scale = get_f32(c);
+			if (alpha == 1.0f && beta == 0.0f) {
+				const int8_t *q = (const int8_t *)(c + 4);
+				for (size_t j = 0; j < k; j++)
+					acc[i + j] = (float)q[j] * scale;
+			} else {
+				axpby_i8(acc + i, (const int8_t *)(c + 4), k,
+				    alpha * scale, beta);
+			}
+		}
+	} else {
+		float *buf = malloc(BLOCK * sizeof(float));
+		if (buf == NULL)
+			return fs_seterr("out of memory");
+		for (size_t i = 0; i < n; i += BLOCK) {
+			size_t k = n - i < BLOCK ? n - i : BLOCK;
+			if (decode_block(&h, body, i, k, buf) != 0) {
+				free(buf);
+				return -1; /* only without a check before */
+			}
+			axpby_buf(acc + i, buf, k, alpha, beta);
+		}
+		free(buf);
+	}
+	if (hout != NULL)
+		*hout = h;
+	return 0;
+}

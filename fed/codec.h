@@ -124,6 +124,33 @@ int fed_codec_decode_axpy(const uint8_t *p, size_t len, size_t n,
     const uint8_t table_digest[32], double alpha, double *acc,
     fed_codec_header *h);
 
+/* Flags of fed_codec_check / fed_codec_decode_axpbyf. */
+/* The caller has checked a SHA-256 over the whole payload (header and
+ * body; e.g. the signed digest of an Update), so the body SHA-256 is not
+ * computed again (f32 and q8; other codecs keep every check). */
+#define FED_CODEC_BODY_AUTHENTICATED 1u
+/* axpbyf only: these bytes passed fed_codec_check (same n, table digest)
+ * and have not changed since: no validation pass, the header is parsed
+ * again. Bad bytes under this flag give garbage in acc, never a read
+ * outside the payload. */
+#define FED_CODEC_PRECHECKED 2u
+
+/* Every check of fed_codec_decode (body SHA-256 as flags say) without
+ * writing the values anywhere, in one pass over the body. sumsq (may be
+ * NULL) receives the sum of the squares of the decoded values (double). */
+int fed_codec_check(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], unsigned flags, double *sumsq,
+    fed_codec_header *h);
+
+/* Float accumulation: acc = beta * acc + alpha * decoded value (float
+ * arithmetic; beta == 0 stores and does not read acc, alpha 1 / beta 0 is
+ * a plain decode). Validates the payload first (fed_codec_check with
+ * flags) unless flags has FED_CODEC_PRECHECKED; on failure acc is
+ * unchanged. */
+int fed_codec_decode_axpbyf(const uint8_t *p, size_t len, size_t n,
+    const uint8_t table_digest[32], float alpha, float beta, float *acc,
+    unsigned flags, fed_codec_header *h);
+
 /* Wraps a raw body under a header (for tests and tools that build
  * payloads by hand, e.g. hostile-peer tests). The body is copied; the body
  * SHA-256 is computed. *out malloc'd. */

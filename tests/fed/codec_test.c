@@ -567,6 +567,179 @@ test_ef_file(void)
 	rmdir(dir);
 }
 
+/* ---- float accumulation (fed_codec_check, fed_codec_decode_axpbyf) ------- */
+
+/* Largest |got - want| / (tiny + mag) over n: the error relative to the
+ * magnitude of the terms summed (a sum may cancel). */
+static double
+rel_err(const float *got, const double *want, const double *mag, size_t n)
+{
+	double e = 0;
+	for (size_t i = 0; i < n; i++)
+		e = fmax(e, fabs((double)got[i] - want[i]) / (1e-30 + mag[i]));
+	return e;
+}
+
+static void
+test_axpbyf(void)
+{
+	uint8_t td[32], *p[4];
+	size_t pn[4];
+	const int codecs[4] = { FED_CODEC_F32, FED_CODEC_Q8, FED_CODEC_F16,
+		FED_CODEC_TOPK };
+	fed_sha256("table", 5, td);
+	float *x = make_data(11), *a0 = make_data(12);
+	float *acc = malloc(N * sizeof(float)), *dec = malloc(N * sizeof(float));
+	double *want = malloc(N * sizeof(double));
+	double *mag = malloc(N * sizeof(double));
+	for (int c = 0; c < 4; c++) {
+		const char *nm = fed_codec_name(codecs[c]);
+		T_PASS(fed_codec_encode(codecs[c], x, N, td, NULL, &p[c], &pn[c]));
+		T_PASS(fed_codec_decode(p[c], pn[c], N, td, dec, NULL));
+		/* independent: the decoded values, squared and summed in
+		 * index order in double */
+		double ss = 0, got = -1;
+		for (size_t i = 0; i < N; i++)
+			ss += (double)dec[i] * dec[i];
+		T_PASS(fed_codec_check(p[c], pn[c], N, td, 0, &got, NULL));
+		T_OK(fabs(got - ss) <= 1e-12 * ss, "%s: check's sum of squares "
+		    "%.9g = independent %.9g", nm, got, ss);
+		/* alpha 1, beta 0 is a plain decode, bit for bit; acc is
+		 * not read (NaN there must not show) */
+		for (size_t i = 0; i < N; i++)
+			acc[i] = NAN;
+		T_PASS(fed_codec_decode_axpbyf(p[c], pn[c], N, td, 1.0f, 0.0f,
+		    acc, 0, NULL));
+		T_OK(memcmp(acc, dec, N * sizeof(float)) == 0, "%s: axpbyf(1, "
+		    "0) = fed_codec_decode bit for bit, acc not read", nm);
+		/* acc = beta acc + alpha x against the same in double */
+		memcpy(acc, a0, N * sizeof(float));
+		T_PASS(fed_codec_decode_axpbyf(p[c], pn[c], N, td, 0.3f, 0.7f,
+		    acc, 0, NULL));
+		for (size_t i = 0; i < N; i++) {
+			want[i] = (double)0.7f * a0[i] + (double)0.3f * dec[i];
+			mag[i] = fabs((double)0.7f * a0[i]) +
+			    fabs((double)0.3f * dec[i]);
+		}
+		double e = rel_err(acc, want, mag, N);
+		T_OK(e < 1e-6, "%s: axpbyf(0.3, 0.7) = independent double sum "
+		    "(max err %.2g of the terms' magnitude)", nm, e);
+	}
+	/* the aggregator's use: a running sample-weighted mean of 3 updates,
+	 * against sum(s_i x_i) / sum(s_i) in double */
+	float *xs[3] = { x, a0, make_data(13) };
+	const double smp[3] = { 120, 7, 33 };
+	uint8_t *q[3];
+	size_t qn[3];
+	double W = 0;
+	for (size_t i = 0; i < N; i++)
+		want[i] = 0;
+	for (int k = 0; k < 3; k++) {
+		T_PASS(fed_codec_encode(FED_CODEC_F32, xs[k], N, td, NULL, &q[k],
+		    &qn[k]));
+		T_PASS(fed_codec_check(q[k], qn[k], N, td,
+		    FED_CODEC_BODY_AUTHENTICATED, NULL, NULL));
+		double w1 = W + smp[k];
+		T_PASS(fed_codec_decode_axpbyf(q[k], qn[k], N, td,
+		    (float)(smp[k] / w1), (float)(W / w1), acc,
+		    FED_CODEC_PRECHECKED, NULL));
+		W = w1;
+		for (size_t i = 0; i < N; i++)
+			want[i] += smp[k] * xs[k][i];
+	}
+	for (size_t i = 0; i < N; i++) {
+		want[i] /= W;
+		/* relative to the inputs' magnitude: a mean may cancel */
+		mag[i] = 0;
+		for (int k = 0; k < 3; k++)
+			mag[i] = fmax(mag[i], fabs((double)xs[k][i]));
+	}
+	double emax = rel_err(acc, want, mag, N);
+	T_OK(emax < 1e-6, "running weighted mean of 3 f32 updates = "
+	    "sum(s x) / sum(s) in double (max err %.2g of max |x|)", emax);
+	for (int k = 0; k < 3; k++)
+		free(q[k]);
+	free(xs[2]);
+
+	/* corrupted payloads: refused, acc unchanged */
+	float *keep = malloc(N * sizeof(float));
+	memcpy(acc, a0, N * sizeof(float));
+	memcpy(keep, acc, N * sizeof(float));
+	p[0][FED_CODEC_HEADER_LEN + 4 * 777 + 1] ^= 0x10; /* hash now stale */
+	T_OK(fed_codec_decode_axpbyf(p[0], pn[0], N, td, 0.5f, 0.5f, acc, 0,
+	    NULL) != 0 && memcmp(acc, keep, N * sizeof(float)) == 0,
+	    "f32 body bit flipped: refused (%s), acc unchanged", fs_error());
+	T_OK(fed_codec_check(p[0], pn[0], N, td, FED_CODEC_BODY_AUTHENTICATED,
+	    NULL, NULL) == 0, "with FED_CODEC_BODY_AUTHENTICATED the body "
+	    "SHA-256 is not computed (the caller's digest covers it)");
+	float *bad = malloc(N * sizeof(float));
+	uint8_t *w;
+	size_t wn;
+	memcpy(bad, x, N * sizeof(float));
+	bad[N - 3] = NAN; /* in the scalar tail of the last block */
+	bad[4100] = INFINITY;
+	T_PASS(fed_codec_wrap(FED_CODEC_F32, 0, N, td, bad, N * sizeof(float),
+	    &w, &wn));
+	for (unsigned fl = 0; fl <= FED_CODEC_BODY_AUTHENTICATED; fl++)
+		T_OK(fed_codec_decode_axpbyf(w, wn, N, td, 0.5f, 0.5f, acc, fl,
+		    NULL) != 0 && strstr(fs_error(), "4100") != NULL &&
+		    memcmp(acc, keep, N * sizeof(float)) == 0,
+		    "Inf in an f32 body (flags %u): refused (%s), acc "
+		    "unchanged", fl, fs_error());
+	free(w);
+	bad[4100] = x[4100];
+	T_PASS(fed_codec_wrap(FED_CODEC_F32, 0, N, td, bad, N * sizeof(float),
+	    &w, &wn));
+	T_OK(fed_codec_check(w, wn, N, td, 0, NULL, NULL) != 0 &&
+	    strstr(fs_error(), "NaN") != NULL, "NaN in the tail refused: %s",
+	    fs_error());
+	free(w);
+	/* q8: code -128 and an overflowing scale, with correct hashes */
+	memcpy(bad, x, N * sizeof(float));
+	T_PASS(fed_codec_encode(FED_CODEC_Q8, bad, N, td, NULL, &w, &wn));
+	uint8_t *body = malloc(wn - FED_CODEC_HEADER_LEN), *w2;
+	size_t w2n;
+	memcpy(body, w + FED_CODEC_HEADER_LEN, wn - FED_CODEC_HEADER_LEN);
+	body[4 + 50] = 0x80; /* chunk 0, element 50: -128 */
+	T_PASS(fed_codec_wrap(FED_CODEC_Q8, 256, N, td, body,
+	    wn - FED_CODEC_HEADER_LEN, &w2, &w2n));
+	T_OK(fed_codec_decode_axpbyf(w2, w2n, N, td, 1.0f, 1.0f, acc, 0,
+	    NULL) != 0 && memcmp(acc, keep, N * sizeof(float)) == 0,
+	    "q8 code -128: refused (%s), acc unchanged", fs_error());
+	free(w2);
+	body[4 + 50] = 1;
+	float big = 3e38f; /* 127 * scale overflows; code 1 does not */
+	memcpy(body + 260, &big, 4);
+	memset(body + 264, 0, 256);
+	T_PASS(fed_codec_wrap(FED_CODEC_Q8, 256, N, td, body,
+	    wn - FED_CODEC_HEADER_LEN, &w2, &w2n));
+	T_OK(fed_codec_check(w2, w2n, N, td, 0, NULL, NULL) == 0,
+	    "q8 scale 3e38 with codes 0: every value finite, accepted");
+	body[264 + 9] = 2; /* 2 * 3e38 = Inf */
+	free(w2);
+	T_PASS(fed_codec_wrap(FED_CODEC_Q8, 256, N, td, body,
+	    wn - FED_CODEC_HEADER_LEN, &w2, &w2n));
+	T_OK(fed_codec_decode_axpbyf(w2, w2n, N, td, 1.0f, 1.0f, acc, 0,
+	    NULL) != 0 && memcmp(acc, keep, N * sizeof(float)) == 0,
+	    "q8 value 2 x 3e38: refused (%s), acc unchanged", fs_error());
+	T_OK(fed_codec_decode_axpbyf(w2, w2n, N - 1, td, 1.0f, 1.0f, acc,
+	    FED_CODEC_PRECHECKED, NULL) != 0, "PRECHECKED still refuses a "
+	    "wrong element count: %s", fs_error());
+	free(w2);
+	free(w);
+	free(body);
+	free(bad);
+	free(keep);
+	for (int c = 0; c < 4; c++)
+		free(p[c]);
+	free(x);
+	free(a0);
+	free(acc);
+	free(dec);
+	free(want);
+	free(mag);
+}
+
 int
 main(void)
 {
@@ -578,5 +751,6 @@ main(void)
 	test_topk_rejections();
 	test_error_feedback();
 	test_ef_file();
+	test_axpbyf();
 	T_DONE();
 }
