@@ -94,6 +94,40 @@ rate_ok(agg *a, agg_node *n)
 	return 0;
 }
 
+int
+agg_recheck_sessions(agg *a)
+{
+	int ended = 0;
+	pthread_mutex_lock(&a->mu);
+	for (int i = 0; i < a->nnodes; i++) {
+		agg_node *n = &a->nodes[i];
+		char cn[FED_CN_MAX];
+		if (!n->has_session || n->cert_pem == NULL)
+			continue;
+		pthread_mutex_lock(&a->trust_mu);
+		int rv = fed_trust_verify_cert(a->trust, n->cert_pem,
+		    n->cert_len, "node", cn);
+		pthread_mutex_unlock(&a->trust_mu);
+		if (rv == 0)
+			continue;
+		n->has_session = 0;
+		int drop = a->phase == AGG_TRAINING && n->selected &&
+		    n->submitted != a->round;
+		if (drop) {
+			n->selected = 0;
+			a->nselected--;
+		}
+		ended++;
+		fs_log(FS_LOG_WARN, "AGG-REVOKED", "node %s: session ended, its "
+		    "certificate is refused now: %s%s", n->cn, fs_error(), drop ?
+		    "; dropped from this round" : "");
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (ended > 0)
+		pthread_cond_signal(&a->cv);
+	return ended;
+}
+
 /* ---- Join ---------------------------------------------------------------- */
 
 static int
@@ -115,11 +149,20 @@ join_check(agg *a, const Fedseg__Join *j, char cn[FED_CN_MAX])
 }
 
 static int
-node_add(agg *a, const char *cn, const uint8_t session[FED_NONCE_LEN])
+node_add(agg *a, const char *cn, const uint8_t session[FED_NONCE_LEN],
+    const ProtobufCBinaryData *pem)
 {
 	agg_node *n = agg_node_get(a, cn);
 	if (n == NULL)
 		return -1;
+	char *copy = malloc(pem->len + 1);
+	if (copy == NULL)
+		return fs_seterr("out of memory");
+	memcpy(copy, pem->data, pem->len);
+	copy[pem->len] = '\0';
+	free(n->cert_pem);
+	n->cert_pem = copy;
+	n->cert_len = pem->len;
 	memcpy(n->session, session, FED_NONCE_LEN);
 	n->has_session = 1;
 	n->task_round = 0;
@@ -153,7 +196,7 @@ on_join(agg *a, const Fedseg__Join *j)
 		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
 		    "requests/s", a->cfg.rate_per_s);
 	}
-	int rv = node_add(a, cn, session);
+	int rv = node_add(a, cn, session, &j->cert_pem);
 	int joined = 0;
 	for (int i = 0; i < a->nnodes; i++)
 		joined += a->nodes[i].has_session;

@@ -33,6 +33,8 @@ typedef struct {
 	double last_seen;        /* fs_now() */
 	double window_start;     /* rate limit: start of the 1 s window */
 	int window_count;        /* requests in that window */
+	char *cert_pem;          /* certificate of its last Join (malloc'd), */
+	size_t cert_len;         /* checked again when the CRL is reloaded */
 } agg_node;
 
 typedef struct {
@@ -161,6 +163,11 @@ int agg_update_payload_check(agg *a, const Fedseg__Update *u, double *norm);
  * *norm = L2 norm of the delta. */
 int agg_payload_check(agg *a, const Fedseg__Update *u, double *norm);
 nng_msg *agg_handle(void *user, const uint8_t *req, size_t len);
+/* After a CRL reload (SIGHUP): every live session whose certificate is now
+ * refused (revoked, expired) ends at once, and the node leaves the open
+ * round, so a revoked node can neither fetch a Task nor hold a round up.
+ * Takes a->mu and trust_mu. Returns the number of sessions ended. */
+int agg_recheck_sessions(agg *a);
 agg_node *agg_node_find(agg *a, const char *cn);
 
 #endif

@@ -109,6 +109,8 @@ reload_crl(agg *a, fed_server *srv)
 	int rv = fed_trust_reload_crl(a->trust);
 	pthread_mutex_unlock(&a->trust_mu);
 	if (rv == 0)
+		agg_recheck_sessions(a);
+	if (rv == 0)
 		rv = fed_server_reload_tls(srv, &tls);
 	if (rv == 0)
 		fs_log(FS_LOG_INFO, "AGG-CRL", "CRL reloaded (messages and "

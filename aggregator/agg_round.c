@@ -115,6 +115,9 @@ ledger_entry(agg *a, uint32_t version, const uint8_t parent[32],
 	cJSON_AddStringToObject(g, "server_optimizer",
 	    a->cfg.server_optimizer);
 	cJSON_AddNumberToObject(g, "server_lr", a->cfg.server_lr);
+	/* FedProx is applied by the nodes, with the mu this config sends in
+	 * every Task: recorded here so the ledger says how a model was made */
+	cJSON_AddNumberToObject(g, "prox_mu", a->cfg.train_prox_mu);
 	if (a->opt == AGG_OPT_FEDAVGM)
 		cJSON_AddNumberToObject(g, "server_momentum",
 		    a->cfg.server_momentum);
@@ -324,6 +327,8 @@ agg_state_free(agg *a)
 	free(a->task_sig);
 	free(a->acc);
 	free(a->contrib);
+	for (int i = 0; i < a->nnodes; i++)
+		free(a->nodes[i].cert_pem);
 	free(a->nodes);
 	free(a->opt_m);
 	free(a->opt_v);

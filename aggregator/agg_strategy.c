@@ -66,6 +66,9 @@ agg_strategy_text(const agg *a, char *buf, size_t n)
 	if (a->cfg.clip_norm > 0 && k < n)
 		k += (size_t)snprintf(buf + k, n - k, "+clip(%g)",
 		    a->cfg.clip_norm);
+	if (a->cfg.train_prox_mu > 0 && k < n)
+		k += (size_t)snprintf(buf + k, n - k, "+fedprox(%g)",
+		    a->cfg.train_prox_mu);
 	if (a->opt == AGG_OPT_FEDAVGM && k < n)
 		snprintf(buf + k, n - k, "+fedavgm(lr=%g,momentum=%g)",
 		    a->cfg.server_lr, a->cfg.server_momentum);

@@ -1,12 +1,14 @@
 /*
  * transport.c - nng REQ/REP over mutual TLS (see transport.h).
  */
+#define _GNU_SOURCE /* pthread_tryjoin_np */
 #include "transport.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -69,6 +71,8 @@ is_tls_url(const char *url)
 	    strncmp(url, "tls+tcp4://", 11) == 0 ||
 	    strncmp(url, "tls+tcp6://", 11) == 0;
 }
+
+static void socket_close_bounded(nng_socket sock, int ms);
 
 /* ---- server ------------------------------------------------------------ */
 
@@ -291,7 +295,10 @@ fed_server_stop(fed_server *s)
 	for (int i = 0; i < s->nctx && s->ctxs != NULL; i++)
 		if (s->ctxs[i].aio != NULL)
 			nng_aio_stop(s->ctxs[i].aio);
-	nng_close(s->sock);
+	/* bounded: with nng 1.5.2 a TLS pipe reset in the middle of a large
+	 * write can block nng's reaper, and nng_close waits for it (see the
+	 * client section); a stop must still finish */
+	socket_close_bounded(s->sock, 10000);
 	for (int i = 0; i < s->nctx && s->ctxs != NULL; i++) {
 		nng_aio_free(s->ctxs[i].aio);
 		if (s->ctxs[i].req != NULL)
@@ -306,11 +313,123 @@ fed_server_stop(fed_server *s)
 
 /* ---- client ------------------------------------------------------------ */
 
+/*
+ * Every wait of the client is bounded by the client itself, not only by
+ * nng's aio timeout: with Debian's nng 1.5.2, when a peer resets a TLS
+ * connection while a large message is being written on it (what the
+ * aggregator does with a message over max_message_bytes), the TLS stream
+ * can be left with a send that never completes. nng's reaper thread then
+ * blocks for ever tearing that pipe down, the dialer (which redials only
+ * once the dead pipe is reaped) never reconnects, and a later request can
+ * wait in nng_aio_wait past its timeout. So a call waits on its own
+ * deadline, cancels, and if nng still does not complete the operation the
+ * aio is abandoned (leaked, never freed while nng may use it); after such
+ * an abandoned call, or a send that found no connection for the whole
+ * timeout, the client starts over on a fresh socket and dialer, and the old
+ * socket is closed on a detached thread (its close may block for ever).
+ */
+
+#define CALL_GRACE_MS 2000      /* beyond the timeout before cancelling */
+#define CANCEL_GRACE_MS 2000    /* after cancelling before abandoning */
+#define DIAL_WAIT_MS 15000      /* bound on the first synchronous dial */
+
 struct fed_client {
 	nng_socket sock;
 	nng_dialer dialer;
+	size_t max_msg;
 	char url[512];
+	char cert[1024], ca[1024], crl[1024];
+	fed_tls_paths tls;
+	int rebuilds;
 };
+
+/* Completion of one aio operation, waited for with a deadline. Heap
+ * allocated with its aio so that an abandoned one can be leaked whole. */
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	nng_aio *aio;
+} call_op;
+
+static void
+call_op_cb(void *arg)
+{
+	call_op *op = arg;
+	pthread_mutex_lock(&op->mu);
+	op->done = 1;
+	pthread_cond_broadcast(&op->cv);
+	pthread_mutex_unlock(&op->mu);
+}
+
+static call_op *
+call_op_new(void)
+{
+	call_op *op = calloc(1, sizeof *op);
+	if (op == NULL)
+		return NULL;
+	pthread_mutex_init(&op->mu, NULL);
+	pthread_cond_init(&op->cv, NULL);
+	if (nng_aio_alloc(&op->aio, call_op_cb, op) != 0) {
+		pthread_mutex_destroy(&op->mu);
+		pthread_cond_destroy(&op->cv);
+		free(op);
+		return NULL;
+	}
+	return op;
+}
+
+static void
+call_op_free(call_op *op)
+{
+	nng_aio_free(op->aio);
+	pthread_mutex_destroy(&op->mu);
+	pthread_cond_destroy(&op->cv);
+	free(op);
+}
+
+/* Waits up to ms for the operation; 1 if it completed. */
+static int
+call_op_wait(call_op *op, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&op->mu);
+	while (!op->done &&
+	    pthread_cond_timedwait(&op->cv, &op->mu, &ts) == 0)
+		;
+	int done = op->done;
+	pthread_mutex_unlock(&op->mu);
+	return done;
+}
+
+/* Runs one operation (already started) to completion within timeout_ms
+ * (+ grace): 0 = completed (result in nng_aio_result), -1 = abandoned. */
+static int
+call_op_finish(call_op *op, int timeout_ms)
+{
+	int ms = timeout_ms < 0 ? 0 : timeout_ms;
+	if (call_op_wait(op, ms + CALL_GRACE_MS))
+		return 0;
+	nng_aio_cancel(op->aio);
+	if (call_op_wait(op, CANCEL_GRACE_MS))
+		return 0;
+	return -1;
+}
+
+static void
+call_op_reset(call_op *op)
+{
+	pthread_mutex_lock(&op->mu);
+	op->done = 0;
+	pthread_mutex_unlock(&op->mu);
+}
 
 static int
 dialer_new(fed_client *c, const char *url, const fed_tls_paths *tls)
@@ -333,46 +452,191 @@ dialer_new(fed_client *c, const char *url, const fed_tls_paths *tls)
 	return 0;
 }
 
+/* A synchronous nng dial has no time bound of its own (a peer that
+ * accepts TCP and never answers the handshake would hold it for ever), so
+ * it runs on a helper thread that the caller waits for with a deadline. */
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	nng_dialer dialer;
+	int done, result, abandoned;
+} dial_job;
+
+static void
+dial_job_free(dial_job *j)
+{
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+	free(j);
+}
+
+static void *
+dial_thread(void *arg)
+{
+	dial_job *j = arg;
+	int e = nng_dialer_start(j->dialer, 0);
+	pthread_mutex_lock(&j->mu);
+	j->done = 1;
+	j->result = e;
+	int abandoned = j->abandoned;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	if (abandoned)
+		dial_job_free(j);
+	return NULL;
+}
+
+/* nng_dialer_start(d, 0) bounded by ms: its result, or NNG_ETIMEDOUT (the
+ * dial then goes on in the background; nng keeps the dialer). */
 static int
-client_dial(fed_client *c, const char *url, const fed_tls_paths *tls)
+dial_bounded(nng_dialer d, int ms)
+{
+	dial_job *j = calloc(1, sizeof *j);
+	pthread_t t;
+	if (j == NULL)
+		return NNG_ENOMEM;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	j->dialer = d;
+	if (pthread_create(&t, NULL, dial_thread, j) != 0) {
+		dial_job_free(j);
+		return nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	}
+	pthread_detach(t);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&j->mu);
+	while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &ts) == 0)
+		;
+	int done = j->done, rv = j->result;
+	if (!done)
+		j->abandoned = 1;  /* the thread frees it */
+	pthread_mutex_unlock(&j->mu);
+	if (!done)
+		return NNG_ETIMEDOUT;
+	dial_job_free(j);
+	return rv;
+}
+
+static int
+client_dial(fed_client *c, const char *url, const fed_tls_paths *tls,
+    int sync)
 {
 	if (dialer_new(c, url, tls) != 0)
 		return -1;
-	/* A first synchronous dial reports a refused handshake clearly; when
-	 * the peer is simply not there yet, dial again in the background
-	 * (nng then keeps redialling by itself). */
-	int e = nng_dialer_start(c->dialer, 0);
-	if (e == NNG_ECRYPTO || e == NNG_ECONNSHUT || e == NNG_EPEERAUTH)
-		return fs_seterr("TLS handshake with %s refused (%s): check "
-		    "the certificate, CA and CRL", url, nng_strerror(e));
-	if (e == 0)
-		return 0;
-	nng_dialer_close(c->dialer);
-	if (dialer_new(c, url, tls) != 0)
-		return -1;
+	int e = NNG_ECONNREFUSED;
+	if (sync) {
+		/* A first synchronous dial reports a refused handshake
+		 * clearly; when the peer is simply not there yet, dial again
+		 * in the background (nng then keeps redialling by itself). */
+		e = dial_bounded(c->dialer, DIAL_WAIT_MS);
+		if (e == NNG_ECRYPTO || e == NNG_ECONNSHUT ||
+		    e == NNG_EPEERAUTH)
+			return fs_seterr("TLS handshake with %s refused (%s): "
+			    "check the certificate, CA and CRL", url,
+			    nng_strerror(e));
+		if (e == 0 || e == NNG_ETIMEDOUT)
+			return 0; /* connected, or still dialling */
+		nng_dialer_close(c->dialer);
+		if (dialer_new(c, url, tls) != 0)
+			return -1;
+	}
 	if ((e = nng_dialer_start(c->dialer, NNG_FLAG_NONBLOCK)) != 0)
 		return fs_seterr("dial %s: %s", url, nng_strerror(e));
 	return 0;
 }
 
+static int
+client_socket(fed_client *c, int sync)
+{
+	int e;
+	if ((e = nng_req0_open(&c->sock)) != 0)
+		return fs_seterr("nng_req0_open: %s", nng_strerror(e));
+	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME,
+	    NNG_DURATION_INFINITE);
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, c->max_msg);
+	if (client_dial(c, c->url, &c->tls, sync) != 0) {
+		nng_close(c->sock);
+		return -1;
+	}
+	return 0;
+}
+
+static void *
+close_thread(void *arg)
+{
+	nng_socket *s = arg;
+	nng_close(*s);
+	free(s);
+	return NULL;
+}
+
+/* Closes a socket without waiting more than ms for nng (see above). */
+static void
+socket_close_bounded(nng_socket sock, int ms)
+{
+	nng_socket *s = malloc(sizeof *s);
+	pthread_t t;
+	if (s == NULL) {
+		return;
+	}
+	*s = sock;
+	if (pthread_create(&t, NULL, close_thread, s) != 0) {
+		free(s);
+		return; /* leave it open rather than risk blocking */
+	}
+	if (ms <= 0) {
+		pthread_detach(t);
+		return;
+	}
+	/* poll for the thread's end; detach it if nng does not let go */
+	for (int waited = 0; waited < ms; waited += 20) {
+		if (pthread_tryjoin_np(t, NULL) == 0)
+			return;
+		struct timespec ts = { 0, 20 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	pthread_detach(t);
+}
+
+/* Starts over on a new socket and dialer; the old socket is closed in the
+ * background. */
+static void
+client_rebuild(fed_client *c)
+{
+	nng_socket old = c->sock;
+	if (client_socket(c, 0) != 0) {
+		c->sock = old;  /* keep the old one; try again next time */
+		return;
+	}
+	c->rebuilds++;
+	socket_close_bounded(old, 0);
+}
+
 fed_client *
 fed_client_open(const char *url, const fed_tls_paths *tls, size_t max_msg)
 {
-	int e;
 	fed_client *c = calloc(1, sizeof *c);
 	if (c == NULL)
 		return NULL;
 	snprintf(c->url, sizeof c->url, "%s", url);
-	if ((e = nng_req0_open(&c->sock)) != 0) {
-		fs_seterr("nng_req0_open: %s", nng_strerror(e));
-		free(c);
-		return NULL;
+	if (tls != NULL) {
+		snprintf(c->cert, sizeof c->cert, "%s",
+		    tls->cert_key_pem ? tls->cert_key_pem : "");
+		snprintf(c->ca, sizeof c->ca, "%s", tls->ca ? tls->ca : "");
+		snprintf(c->crl, sizeof c->crl, "%s", tls->crl ? tls->crl : "");
+		c->tls.cert_key_pem = tls->cert_key_pem ? c->cert : NULL;
+		c->tls.ca = tls->ca ? c->ca : NULL;
+		c->tls.crl = tls->crl ? c->crl : NULL;
 	}
-	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME,
-	    NNG_DURATION_INFINITE);
-	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, max_msg);
-	if (client_dial(c, url, tls) != 0) {
-		nng_close(c->sock);
+	c->max_msg = max_msg;
+	if (client_socket(c, 1) != 0) {
 		free(c);
 		return NULL;
 	}
@@ -384,39 +648,67 @@ fed_client_close(fed_client *c)
 {
 	if (c == NULL)
 		return;
-	nng_close(c->sock);
+	socket_close_bounded(c->sock, 5000);
 	free(c);
+}
+
+int
+fed_client_rebuilds(const fed_client *c)
+{
+	return c != NULL ? c->rebuilds : 0;
 }
 
 int
 fed_client_call(fed_client *c, nng_msg *req, int timeout_ms, nng_msg **rep,
     int *nngerr)
 {
-	nng_aio *aio = NULL;
-	int e = nng_aio_alloc(&aio, NULL, NULL);
-	if (e != 0) {
+	const char *phase = "send";
+	call_op *op = call_op_new();
+	int e = NNG_ENOMEM;
+	if (op == NULL) {
 		nng_msg_free(req);
 		goto fail;
 	}
-	nng_aio_set_timeout(aio, timeout_ms);
-	nng_aio_set_msg(aio, req);
-	nng_send_aio(c->sock, aio);
-	nng_aio_wait(aio);
-	if ((e = nng_aio_result(aio)) != 0) {
-		nng_msg_free(nng_aio_get_msg(aio));
+	nng_aio_set_timeout(op->aio, timeout_ms);
+	nng_aio_set_msg(op->aio, req);
+	nng_send_aio(c->sock, op->aio);
+	if (call_op_finish(op, timeout_ms) != 0)
+		goto abandon;
+	if ((e = nng_aio_result(op->aio)) != 0) {
+		nng_msg_free(nng_aio_get_msg(op->aio));
+		nng_aio_set_msg(op->aio, NULL);
+		/* no connection took the request for the whole timeout:
+		 * the dialer may be stuck (see above); start over */
+		if (e == NNG_ETIMEDOUT && timeout_ms >= 1000)
+			client_rebuild(c);
+		call_op_free(op);
 		goto fail;
 	}
-	nng_recv_aio(c->sock, aio);
-	nng_aio_wait(aio);
-	if ((e = nng_aio_result(aio)) != 0)
+	phase = "reply";
+	call_op_reset(op);
+	nng_recv_aio(c->sock, op->aio);
+	if (call_op_finish(op, timeout_ms) != 0)
+		goto abandon;
+	if ((e = nng_aio_result(op->aio)) != 0) {
+		call_op_free(op);
 		goto fail;
-	*rep = nng_aio_get_msg(aio);
-	nng_aio_free(aio);
+	}
+	*rep = nng_aio_get_msg(op->aio);
+	call_op_free(op);
 	if (nngerr != NULL)
 		*nngerr = 0;
 	return 0;
+abandon:
+	/* nng did not complete the operation even after a cancel: leave the
+	 * aio to nng (never freed) and use a fresh socket from now on */
+	client_rebuild(c);
+	e = NNG_ETIMEDOUT;
+	if (nngerr != NULL)
+		*nngerr = e;
+	return fs_seterr("request to %s: no %s completion from nng within "
+	    "%d ms (connection abandoned, dialling again)", c->url, phase,
+	    timeout_ms + CALL_GRACE_MS + CANCEL_GRACE_MS);
 fail:
-	nng_aio_free(aio);
 	if (nngerr != NULL)
 		*nngerr = e;
 	return fs_seterr("request to %s: %s", c->url, nng_strerror(e));

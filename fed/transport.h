@@ -14,9 +14,11 @@
  *
  * Client: a req0 socket dialled in the background (nng redials by itself);
  * the REQ resend timer is disabled so a large update is never sent twice
- * by nng itself (a request still in flight when its connection drops is
- * re-sent once on the next connection by nng's req0; the aggregator is
- * idempotent for that).
+ * by nng itself (a request in flight when its connection drops fails with
+ * "Connection reset"; the caller sends it again, the aggregator is
+ * idempotent for that). Every wait is bounded by the client itself, and a
+ * client whose dialer is stuck starts over on a fresh socket (transport.c
+ * says why).
  */
 #ifndef FEDSEG_FED_TRANSPORT_H
 #define FEDSEG_FED_TRANSPORT_H
@@ -61,18 +63,27 @@ void fed_server_stop(fed_server *s);
 
 typedef struct fed_client fed_client;
 
-/* Creates a req0 socket and starts dialling url in the background.
- * max_msg bounds replies (0 = no bound). */
+/* Creates a req0 socket and dials url: a first dial bounded to 15 s (a
+ * refused handshake is an error), then in the background. max_msg bounds
+ * replies (0 = no bound). The paths in tls are copied. */
 fed_client *fed_client_open(const char *url, const fed_tls_paths *tls,
     size_t max_msg);
+/* Closes the socket; never waits more than 5 s for nng. */
 void fed_client_close(fed_client *c);
 
 /* Sends req and waits up to timeout_ms for the reply. req is consumed in
  * every case. On success *rep is the caller's (nng_msg_free). Errors:
  * -1 with fs_error() ("timed out", "closed", ...); *nngerr (may be NULL)
- * receives nng's code. */
+ * receives nng's code. Bounded by the client itself: it returns within
+ * about 2 x timeout_ms + 4 s whatever nng does. When no connection took
+ * the request for a whole timeout (>= 1 s), or nng never completed an
+ * operation, the client goes on with a fresh socket and dialer (nng 1.5.2
+ * can leave a dialer that never redials after a connection reset in the
+ * middle of a large write; see transport.c). */
 int fed_client_call(fed_client *c, nng_msg *req, int timeout_ms,
     nng_msg **rep, int *nngerr);
+/* How many times the client started over on a fresh socket (tests). */
+int fed_client_rebuilds(const fed_client *c);
 
 /* Allocates a TLS config for mode (NNG_TLS_MODE_CLIENT / _SERVER) from
  * the paths. Caller frees with nng_tls_config_free. */

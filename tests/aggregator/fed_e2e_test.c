@@ -26,6 +26,7 @@
 
 #include "certs.h"
 #include "crypto.h"
+#include "ef.h"
 #include "harness.h"
 #include "ledger.h"
 #include "model.h"
@@ -66,6 +67,15 @@ static int CRASH;
  * must send the update they trained (not train the round again), c trains
  * round 2 again, and every round completes with all three. */
 static int NODECRASH;
+/* "topk" mode (issues 6 and 7): 3 rounds of topk updates (1%) with error
+ * feedback; site-c is SIGKILLed while training round 2 and restarted. The
+ * aggregator's round-3 step must equal the sample-weighted mean of what
+ * each node sent, rebuilt independently from its files: its local model,
+ * the global model, and its residuals of rounds 2 and 3 (sent = local -
+ * global + e2 - e3), each of those a top-k (at most k entries, none
+ * smaller than what stayed behind); site-c must have loaded its round-1
+ * residual again after the kill. */
+static int TOPK;
 
 static int
 setup_pki(void)
@@ -202,7 +212,8 @@ check_ledger(cJSON **rounds)
 			bytes = fmax(bytes, cJSON_GetObjectItem(e,
 			    "update_bytes")->valuedouble);
 		double f32 = 84.0 + 4.0 * (double)model_size();
-		double lim = strcmp(CODEC, "q8") == 0 ? 0.26 : 1.0;
+		double lim = strcmp(CODEC, "q8") == 0 ? 0.26 :
+		    strcmp(CODEC, "topk") == 0 ? 0.03 : 1.0;
 		T_OK(bytes <= lim * f32, "round %d: updates of %.0f bytes = "
 		    "%.1f%% of f32 (%s)", r, bytes, 100 * bytes / f32, CODEC);
 		const char *par = cJSON_GetObjectItem(rounds[r],
@@ -253,6 +264,89 @@ check_fedavg(size_t n)
 	free(g1);
 	for (int i = 0; i < NNODES; i++)
 		free(loc[i]);
+}
+
+static int count_in_log(const char *log, const char *needle);
+
+/* topk mode: see TOPK. */
+static void
+check_topk(size_t n)
+{
+	char p[PATH_MAX + 128];
+	float *g2 = load("%s/agg-state/models/round-0002.safetensors", "", NULL);
+	float *g3 = load("%s/agg-state/models/round-0003.safetensors", "", NULL);
+	float *e2 = malloc(n * sizeof(float)), *e3 = malloc(n * sizeof(float));
+	double *mean = calloc(n, sizeof(double)), tot = 0;
+	size_t k = (size_t)ceil(0.01 * (double)n);
+	if (g2 == NULL || g3 == NULL) {
+		T_OK(0, "models of rounds 2 and 3 present");
+		goto out;
+	}
+	for (int i = 0; i < NNODES; i++) {
+		float *loc = load("%s/%s/state/local-round-0003.safetensors",
+		    node_cn[i], NULL);
+		fed_ef_meta m2, m3;
+		snprintf(p, sizeof p, "%s/%s/state/ef-residual-0002.bin", T,
+		    node_cn[i]);
+		int ok = loc != NULL && fed_ef_load(p, n, NULL, &m2, e2) == 0;
+		snprintf(p, sizeof p, "%s/%s/state/ef-residual-0003.bin", T,
+		    node_cn[i]);
+		ok = ok && fed_ef_load(p, n, NULL, &m3, e3) == 0;
+		T_OK(ok, "%s: local model of round 3 and residual files of "
+		    "rounds 2 and 3 read (%s)", node_cn[i], ok ? "ok" :
+		    fs_error());
+		if (!ok) {
+			free(loc);
+			continue;
+		}
+		size_t kept = 0, clash = 0;
+		double minkept = INFINITY, maxleft = 0, e3n = 0;
+		for (size_t j = 0; j < n; j++) {
+			/* the node's own float arithmetic: v = (l - g) + e2 */
+			float v = (loc[j] - g2[j]) + e2[j];
+			float sent = v - e3[j];
+			if (sent != 0) {
+				kept++;
+				clash += e3[j] != 0;
+				minkept = fmin(minkept, fabs((double)v));
+			} else {
+				maxleft = fmax(maxleft, fabs((double)e3[j]));
+			}
+			e3n += (double)e3[j] * e3[j];
+			mean[j] += node_samples[i] * (double)sent;
+		}
+		tot += node_samples[i];
+		T_OK(kept <= k && kept > 0 && clash == 0 && minkept >= maxleft &&
+		    m3.round == 3 && m3.codec == 4 && e3n > 0,
+		    "%s: round 3 sent %zu entries (k = %zu of %zu), each whole "
+		    "(residual 0 there), none smaller than what stayed behind "
+		    "(%.3g >= %.3g); residual |e3| %.3g", node_cn[i], kept, k, n,
+		    minkept, maxleft, sqrt(e3n));
+		snprintf(p, sizeof p, "%s/%s/state/ef-residual-0001.bin", T,
+		    node_cn[i]);
+		T_OK(!h_exists(p), "%s: residual of round 1 removed once round "
+		    "3 was acknowledged", node_cn[i]);
+		free(loc);
+	}
+	double maxerr = 0, moved = 0;
+	for (size_t j = 0; j < n; j++) {
+		double want = (double)g2[j] + mean[j] / tot;
+		maxerr = fmax(maxerr, fabs(want - g3[j]) / (1 + fabs(want)));
+		moved = fmax(moved, fabs((double)g3[j] - g2[j]));
+	}
+	T_OK(maxerr < 1e-6 && moved > 0, "round-3 global = round 2 + "
+	    "sample-weighted mean of the 3 top-k updates rebuilt from the "
+	    "nodes' files (max err %.2g, max step %.3g)", maxerr, moved);
+	snprintf(p, sizeof p, "%s/site-c.log", T);
+	int loads = count_in_log(p, "round 2: residual of round 1 loaded");
+	T_OK(loads >= 2, "site-c loaded its round-1 residual for round 2 "
+	    "before the kill and again after its restart (%d)", loads);
+out:
+	free(g2);
+	free(g3);
+	free(e2);
+	free(e3);
+	free(mean);
 }
 
 static void
@@ -319,11 +413,25 @@ ledger_lines(void)
 	return lines;
 }
 
+/* Every wait of this test is bounded and all of them together end well
+ * inside ctest's TIMEOUT (240 s): a hang fails with a message and the
+ * logs, and the children are stopped. */
+static double DEADLINE;
+
+static double
+bound(double cap)
+{
+	double left = DEADLINE - fs_now();
+	if (left > cap)
+		left = cap;
+	return left > 1 ? left : 1;
+}
+
 static int
 kill_and_restart(pid_t *ap, char **aargv, const char *log)
 {
-	double t0 = fs_now();
-	while (ledger_lines() < 2 && fs_now() - t0 < 300)
+	double t0 = fs_now(), tb = bound(90);
+	while (ledger_lines() < 2 && fs_now() - t0 < tb)
 		usleep(20000);
 	T_OK(ledger_lines() >= 2, "round 1 closed before the kill");
 	kill(*ap, SIGKILL);
@@ -401,7 +509,7 @@ crash_runs(pid_t *ap, char **aargv, const char *log)
 	static const char *points[] = { "after_spool:2", "before_ack:1",
 		"before_model:1", "after_model:1", "after_ledger:1", NULL };
 	for (int i = 0; points[i] != NULL; i++) {
-		int st = h_wait(*ap, 180);
+		int st = h_wait(*ap, bound(60));
 		T_OK(st == 137, "aggregator died at %s (status %d)", CRASH_AT,
 		    st);
 		if (st != 137)
@@ -412,9 +520,9 @@ crash_runs(pid_t *ap, char **aargv, const char *log)
 		*ap = spawn_agg(aargv, log, points[i + 1]);
 	}
 	/* now a real SIGKILL at a random moment after the next accept */
-	double t0 = fs_now();
+	double t0 = fs_now(), tb = bound(60);
 	int k0 = count_in_log(log, "AGG-ACCEPT"), st = 0;
-	while (count_in_log(log, "AGG-ACCEPT") == k0 && fs_now() - t0 < 180) {
+	while (count_in_log(log, "AGG-ACCEPT") == k0 && fs_now() - t0 < tb) {
 		if (waitpid(*ap, &st, WNOHANG) == *ap) {
 			printf("the federation finished before a random kill\n");
 			*ap = -1;
@@ -534,19 +642,14 @@ spawn_node(int i, const char *crash_at)
 	return p;
 }
 
+/* SIGKILLs site-c while it trains round 2, then starts it again. */
 static int
-node_crash_runs(pid_t *np)
+kill_site_c(pid_t *np)
 {
 	char log[PATH_MAX + 64];
-	for (int i = 0; i < 2; i++) {
-		int st = h_wait(np[i], 180);
-		T_OK(st == 137, "%s died at its crash point (status %d)",
-		    node_cn[i], st);
-		np[i] = spawn_node(i, NULL);
-	}
 	snprintf(log, sizeof log, "%s/site-c.log", T);
-	double t0 = fs_now();
-	while (!log_has(log, "round 2: training") && fs_now() - t0 < 180)
+	double t0 = fs_now(), tb = bound(60);
+	while (!log_has(log, "round 2: training") && fs_now() - t0 < tb)
 		usleep(5000);
 	usleep(50000);
 	kill(np[2], SIGKILL);
@@ -554,6 +657,18 @@ node_crash_runs(pid_t *np)
 	T_OK(st == 128 + SIGKILL, "site-c SIGKILLed while training round 2");
 	np[2] = spawn_node(2, NULL);
 	return 0;
+}
+
+static int
+node_crash_runs(pid_t *np)
+{
+	for (int i = 0; i < 2; i++) {
+		int st = h_wait(np[i], bound(60));
+		T_OK(st == 137, "%s died at its crash point (status %d)",
+		    node_cn[i], st);
+		np[i] = spawn_node(i, NULL);
+	}
+	return kill_site_c(np);
 }
 
 static void
@@ -600,8 +715,12 @@ run_federation(void)
 		ok = 0;
 	if (NODECRASH && node_crash_runs(np) != 0)
 		ok = 0;
+	if (TOPK && kill_site_c(np) != 0)
+		ok = 0;
+	/* all nodes within one bound, well inside ctest's TIMEOUT (240 s),
+	 * so that a hang fails here with the logs, children stopped */
 	for (int i = 0; i < NNODES; i++) {
-		int st = h_wait(np[i], 600);
+		int st = h_wait(np[i], bound(150));
 		snprintf(log, sizeof log, "%s/%s.log", T, node_cn[i]);
 		T_OK(st == 0, "node %s exits 0 after Done (status %d)",
 		    node_cn[i], st);
@@ -610,7 +729,7 @@ run_federation(void)
 			ok = 0;
 		}
 	}
-	int st = ap > 0 ? h_wait(ap, 60) : 0;
+	int st = ap > 0 ? h_wait(ap, bound(60)) : 0;
 	snprintf(log, sizeof log, "%s/aggregator.log", T);
 	T_OK(st == 0, "aggregator exits 0 once all nodes were told Done "
 	    "(status %d)", st);
@@ -636,6 +755,10 @@ main(int argc, char **argv)
 		ROUNDS = 3;
 	} else if (argc > 1 && strcmp(argv[1], "q8") == 0) {
 		CODEC = "q8";
+	} else if (argc > 1 && strcmp(argv[1], "topk") == 0) {
+		CODEC = "topk";
+		TOPK = 1;
+		ROUNDS = 3;
 	}
 	if (h_bin() == NULL) {
 		printf("FAIL: FEDSEG_BIN not set (run through ctest)\n");
@@ -647,6 +770,7 @@ main(int argc, char **argv)
 		    h_data());
 		return 1;
 	}
+	DEADLINE = fs_now() + 200;
 	T_PASS(h_tmpdir("e2e", T));
 	int port = h_free_port();
 	T_PASS(setup_pki());
@@ -662,7 +786,10 @@ main(int argc, char **argv)
 		size_t n = model_size();
 		cJSON *rounds[4] = { NULL, NULL, NULL, NULL };
 		check_ledger(rounds);
-		check_fedavg(n);
+		if (TOPK)
+			check_topk(n);
+		else
+			check_fedavg(n);
 		check_final(n, rounds[ROUNDS]);
 		if (NODECRASH)
 			check_node_crashes();

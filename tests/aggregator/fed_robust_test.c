@@ -129,6 +129,8 @@ task_request(peer *p, uint32_t have)
 	return call(p->cli, &env, 10000);
 }
 
+static double last_prox_mu = -1; /* train.prox_mu of the last Task seen */
+
 /* Asks until a Task comes; *g (NW floats, may be NULL) gets the global. */
 static int
 get_task(peer *p, float *g)
@@ -138,6 +140,8 @@ get_task(peer *p, float *g)
 		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_TASK) {
 			p->round = r->task->round;
 			p->version = r->task->version;
+			last_prox_mu = r->task->train ?
+			    r->task->train->prox_mu : -1;
 			if (g != NULL)
 				fed_codec_decode(r->task->weights.data,
 				    r->task->weights.len, NW, TABLE, g, NULL);
@@ -495,7 +499,10 @@ test_replacement(void)
 	    "median of the 4 deltas (max err %.2g)", err);
 	free(d);
 	m = replacement("trimmed", "\"strategy\": \"trimmed_mean\", "
-	    "\"trim_fraction\": 0.25", &d, hon, evil);
+	    "\"trim_fraction\": 0.25, \"train\": {\"steps\": 2, \"batch\": 1, "
+	    "\"patch\": 32, \"prox_mu\": 0.01}", &d, hon, evil);
+	T_OK(fabs(last_prox_mu - 0.01) < 1e-12, "FedProx: the Task carries "
+	    "the config's prox_mu to the nodes (%g)", last_prox_mu);
 	T_OK(m >= 0 && m <= box * 1.0001, "trimmed mean (25%% each end): "
 	    "moved %.4f <= honest bound %.4f", m, box);
 	free(d);
@@ -503,8 +510,11 @@ test_replacement(void)
 	const cJSON *ag = l ? cJSON_GetObjectItem(l, "aggregation") : NULL;
 	T_OK(ag && strcmp(cJSON_GetObjectItem(ag, "rule")->valuestring,
 	    "trimmed_mean") == 0 && strstr(cJSON_GetObjectItem(l,
-	    "strategy")->valuestring, "trimmed_mean"), "the ledger records "
-	    "the strategy (%s)", l ? cJSON_GetObjectItem(l,
+	    "strategy")->valuestring, "trimmed_mean") && strstr(
+	    cJSON_GetObjectItem(l, "strategy")->valuestring, "fedprox(0.01)") &&
+	    cJSON_GetObjectItem(ag, "prox_mu") && fabs(cJSON_GetObjectItem(ag,
+	    "prox_mu")->valuedouble - 0.01) < 1e-12, "the ledger records "
+	    "the strategy and FedProx's mu (%s)", l ? cJSON_GetObjectItem(l,
 	    "strategy")->valuestring : "?");
 	cJSON_Delete(l);
 	for (int k = 0; k < 3; k++)
@@ -590,6 +600,183 @@ test_server_opt(const char *opt, int restart)
 	agg_stop();
 }
 
+/* ---- rate limit ------------------------------------------------------------ */
+
+/* One node floods the aggregator with TaskRequests: beyond
+ * rate_limit_per_s in a 1 s window it gets Error 4 "rate limit", the
+ * other node is served all along, and the flooder is served again in the
+ * next window. */
+static void
+test_rate_limit(void)
+{
+	peer f, g;
+	int refused = 0, served = 0, other = 0, other_ok = 0;
+	T_PASS(agg_start("rate", "\"rate_limit_per_s\": 10", 1, 2, 2, 600));
+	T_PASS(peer_open(&f, "n1"));
+	T_PASS(peer_open(&g, "n2"));
+	double t0 = fs_now();
+	for (int i = 0; i < 200; i++) {
+		Fedseg__Envelope *r = task_request(&f, UINT32_MAX);
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR &&
+		    r->error->code == FED_ERR_REQUEST &&
+		    strstr(r->error->reason, "rate limit") != NULL)
+			refused++;
+		else if (r && (r->body_case == FEDSEG__ENVELOPE__BODY_TASK ||
+		    r->body_case == FEDSEG__ENVELOPE__BODY_WAIT))
+			served++;
+		fed_msg_free(r);
+		if (i % 50 == 25) {
+			/* the other node, in the middle of the flood */
+			r = task_request(&g, UINT32_MAX);
+			other++;
+			other_ok += r && r->body_case ==
+			    FEDSEG__ENVELOPE__BODY_TASK;
+			fed_msg_free(r);
+		}
+	}
+	double took = fs_now() - t0;
+	/* fixed 1 s windows from the first request: at most 10 per window */
+	int most = 10 * ((int)took + 2);
+	T_OK(refused > 0 && served <= most && served + refused == 200,
+	    "flood of 200 TaskRequests in %.2f s at rate_limit_per_s 10: %d "
+	    "served (at most %d allowed), %d refused with Error 4 \"rate "
+	    "limit\"", took, served, most, refused);
+	T_OK(other_ok == other, "the other node is served during the flood "
+	    "(%d of %d Tasks)", other_ok, other);
+	usleep(1100000);
+	Fedseg__Envelope *r = task_request(&f, UINT32_MAX);
+	T_OK(r && r->body_case == FEDSEG__ENVELOPE__BODY_TASK, "after a quiet "
+	    "second the flooder is served again (%s)", r ? fed_msg_kind(r) :
+	    "no reply");
+	fed_msg_free(r);
+	T_OK(log_has("AGG-RATE") && log_has("node n1: over 10 requests/s"),
+	    "the aggregator logs AGG-RATE naming n1");
+	peer_close(&f);
+	peer_close(&g);
+	agg_stop();
+}
+
+/* ---- test 5: a certificate revoked mid-run ------------------------------------ */
+
+/* Opens a connection with cn's certificate and joins. 0: joined;
+ * 1: refused at the TLS handshake; 2: handshake passed, Join refused. */
+static int
+try_join(const char *cn, char *why, size_t wl)
+{
+	peer p;
+	char pem[PATH_MAX + 64], ca[PATH_MAX + 64];
+	memset(&p, 0, sizeof p);
+	p.cn = cn;
+	snprintf(pem, sizeof pem, "%s/pki/%s.pem", T, cn);
+	snprintf(ca, sizeof ca, "%s/pki/ca.crt", T);
+	fed_tls_paths tls = { pem, ca, NULL };
+	p.id = fed_identity_load(pem, pem);
+	p.cli = fed_client_open(URL, &tls, 0);
+	if (p.cli == NULL) {
+		snprintf(why, wl, "%s", fs_error());
+		fed_identity_free(p.id);
+		return 1;
+	}
+	int rv = peer_join(&p) == 0 ? 0 : 2;
+	snprintf(why, wl, "%s", rv ? fs_error() : "joined");
+	peer_close(&p);
+	return rv;
+}
+
+/* Issue 6 test 5: three nodes finish round 1; in round 2 the operator
+ * revokes "victim" and sends SIGHUP. Its session ends at once (no more
+ * Tasks), its update on the connection it already has is refused at the
+ * certificate check, a new connection is refused (at the handshake; the
+ * one accept nng 1.5 already had pending still uses the old TLS config,
+ * so that one is refused at Join instead), and n1 + n2 finish rounds 2
+ * and 3 without it. */
+static void
+test_revoke(void)
+{
+	peer p[3];
+	const char *cn[3] = { "n1", "n2", "victim" };
+	char why[512], d[PATH_MAX + 64];
+	float *dl[3];
+	T_PASS(agg_start("revoke", "", 3, 2, 2, 600));
+	for (int i = 0; i < 3; i++) {
+		T_PASS(peer_open(&p[i], cn[i]));
+		dl[i] = delta(i + 1, 1.0f);
+	}
+	for (int i = 0; i < 3; i++)
+		T_PASS(get_task(&p[i], NULL));
+	for (int i = 0; i < 3; i++)
+		T_OK(send_update(&p[i], dl[i], why, sizeof why) == 1,
+		    "round 1: %s's update accepted", cn[i]);
+	float *g1 = model(1);
+	cJSON *l = ledger_round(1);
+	cJSON *nodes = l ? cJSON_GetObjectItem(l, "nodes") : NULL;
+	T_OK(g1 && cJSON_GetArraySize(nodes) == 3, "round 1 closes with the "
+	    "three nodes");
+	cJSON_Delete(l);
+	free(g1);
+	for (int i = 0; i < 3; i++)
+		T_PASS(get_task(&p[i], NULL));
+	/* mid-round 2: revoke and SIGHUP */
+	snprintf(d, sizeof d, "%s/pki", T);
+	T_PASS(certs_revoke(d, "victim", "keyCompromise"));
+	kill(AP, SIGHUP);
+	for (int i = 0; i < 100 && !log_has("CRL reloaded"); i++)
+		usleep(50000);
+	T_OK(log_has("CRL reloaded"), "SIGHUP: the aggregator reloads the CRL");
+	T_OK(log_has("AGG-REVOKED") && log_has("node victim: session ended"),
+	    "victim's session ends at the reload (AGG-REVOKED)");
+	int a = send_update(&p[2], dl[2], why, sizeof why);
+	T_OK(a == 0 && strstr(why, "revoked") != NULL, "victim's round-2 "
+	    "update on its open connection is refused at the certificate "
+	    "check: \"%s\"", why);
+	Fedseg__Envelope *r = task_request(&p[2], UINT32_MAX);
+	T_OK(r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR &&
+	    r->error->code == FED_ERR_AUTH, "victim's old session gets no Task "
+	    "(%s)", r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR ?
+	    r->error->reason : (r ? fed_msg_kind(r) : "no reply"));
+	fed_msg_free(r);
+	/* new connections: at most the one pending accept passes the
+	 * handshake (then Join refuses the certificate); then the handshake
+	 * refuses it */
+	int k = try_join("victim", why, sizeof why);
+	int k1 = k;
+	char why1[512];
+	snprintf(why1, sizeof why1, "%s", why);
+	if (k == 2)
+		k = try_join("victim", why, sizeof why);
+	T_OK(k1 != 0 && (k1 == 1 || strstr(why1, "revoked") != NULL),
+	    "victim's first new connection refused (%s): %s", k1 == 1 ?
+	    "TLS handshake" : "Join, the pending accept had the old config",
+	    why1);
+	T_OK(k == 1, "victim's next new connection refused at the TLS "
+	    "handshake: %s", why);
+	/* the others carry on */
+	for (int i = 0; i < 2; i++)
+		T_OK(send_update(&p[i], dl[i], why, sizeof why) == 1,
+		    "round 2: %s's update accepted (%s)", cn[i], why);
+	float *g2 = model(2);
+	l = ledger_round(2);
+	nodes = l ? cJSON_GetObjectItem(l, "nodes") : NULL;
+	T_OK(g2 && cJSON_GetArraySize(nodes) == 2, "round 2 closes with n1 and "
+	    "n2 only, without waiting for victim");
+	cJSON_Delete(l);
+	free(g2);
+	for (int i = 0; i < 2; i++) {
+		T_PASS(get_task(&p[i], NULL));
+		T_OK(p[i].round == 3 && send_update(&p[i], dl[i], why,
+		    sizeof why) == 1, "round 3: %s's update accepted", cn[i]);
+	}
+	float *g3 = model(3);
+	T_OK(g3 != NULL, "round 3 closes: the federation finished without "
+	    "victim");
+	free(g3);
+	for (int i = 0; i < 3; i++) {
+		peer_close(&p[i]);
+		free(dl[i]);
+	}
+	agg_stop();
+}
+
 /* ---- allow-list ---------------------------------------------------------------- */
 
 static void
@@ -630,7 +817,8 @@ main(void)
 	snprintf(d, sizeof d, "%s/pki", T);
 	T_PASS(certs_init(d, "robust", 30));
 	T_PASS(certs_issue(d, "aggregator", "aggregator", NULL, NULL, 30));
-	const char *nodes[] = { "n1", "n2", "n3", "n4", "mallory", NULL };
+	const char *nodes[] = { "n1", "n2", "n3", "n4", "mallory", "victim",
+		NULL };
 	for (int i = 0; nodes[i]; i++)
 		T_PASS(certs_issue(d, "node", nodes[i], NULL, NULL, 30));
 	if (t_fails)
@@ -642,6 +830,8 @@ main(void)
 	test_server_opt("fedavgm", 0);
 	test_server_opt("fedyogi", 0);
 	test_allow_list();
+	test_rate_limit();
+	test_revoke();
 	if (t_fails == 0)
 		h_rmtree(T);
 	else
