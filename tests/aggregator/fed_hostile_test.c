@@ -4,7 +4,9 @@
  * that speaks the real protocol (no test switches in the aggregator):
  *  - refused at the TLS handshake or at Join: no certificate, a certificate
  *    from another CA, a revoked one, an expired one, an admin certificate;
- *  - garbage bytes and an unknown protocol version -> Error replies;
+ *  - garbage bytes, a truncated Update and an unknown protocol version
+ *    -> Error replies; oversized and truncated updates in a row leave the
+ *    aggregator's peak RSS where it was;
  *  - updates rejected with a reason: NaN, wrong tensor table, wrong base
  *    version, bad signature, impersonation, wrong size, unknown session,
  *    a message over max_message_bytes (dropped by nng);
@@ -230,7 +232,7 @@ get_task(peer *p)
 }
 
 typedef struct {
-	int nan, wrong_table, extra, bad_sig, oversize, foreign_cert;
+	int nan, wrong_table, extra, bad_sig, oversize, foreign_cert, truncate;
 	uint32_t base_delta;
 	uint8_t *session;
 } mischief;
@@ -287,7 +289,17 @@ send_update(peer *p, const float *delta, uint64_t s, const mischief *mi,
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
 	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
 	env.update = &u;
-	Fedseg__Envelope *r = call(p->cli, &env, timeout_ms);
+	Fedseg__Envelope *r;
+	if (mi->truncate) {
+		/* a valid signed Update cut in half: not an Envelope any more */
+		size_t en = fedseg__envelope__get_packed_size(&env);
+		uint8_t *eb = malloc(en);
+		fedseg__envelope__pack(&env, eb);
+		r = call_raw(p->cli, eb, en / 2);
+		free(eb);
+	} else {
+		r = call(p->cli, &env, timeout_ms);
+	}
 	free(x);
 	free(pl);
 	free(sig);
@@ -462,6 +474,32 @@ status_updates(peer *p, uint32_t *round)
 	return u;
 }
 
+static pid_t AGG_PID;
+
+/* A field of /proc/PID/status in kB (-1 if unreadable). */
+static long
+proc_kb(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	long v = -1;
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (strncmp(line, key, strlen(key)) == 0)
+			v = atol(line + strlen(key));
+	fclose(f);
+	return v;
+}
+
+/* Size of an oversized update's float body, in KiB. */
+static long
+n_over_kib(void)
+{
+	return (long)((NW + (size_t)MAXMSG) * sizeof(float) / 1024);
+}
+
 static void
 check_bad_updates(peer *m, peer *g, const float *d)
 {
@@ -484,11 +522,34 @@ check_bad_updates(peer *m, peer *g, const float *d)
 	expect_reject(m, d, M(.session = other), "unknown session", "session");
 #undef M
 	memset(&mi, 0, sizeof mi);
-	mi.oversize = 1;
+	mi.truncate = 1;
 	Fedseg__Envelope *r = send_update(m, d, 1, &mi, 3000);
+	T_OK(r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR &&
+	    r->error->code == FED_ERR_MALFORMED, "signed update truncated to "
+	    "half its bytes -> Error (%s)", r && r->error ? r->error->reason :
+	    "no Error reply");
+	fed_msg_free(r);
+	long hwm0 = proc_kb(AGG_PID, "VmHWM:");
+	memset(&mi, 0, sizeof mi);
+	mi.oversize = 1;
+	r = send_update(m, d, 1, &mi, 3000);
 	T_OK(r == NULL, "update over max_message_bytes (%d) -> dropped by "
 	    "nng, no reply", MAXMSG);
 	fed_msg_free(r);
+	/* more of the same: the aggregator's memory must not follow */
+	for (int i = 0; i < 5; i++) {
+		memset(&mi, 0, sizeof mi);
+		mi.oversize = 1;
+		fed_msg_free(send_update(m, d, 1, &mi, 3000));
+		mi.oversize = 0;
+		mi.truncate = 1;
+		fed_msg_free(send_update(m, d, 1, &mi, 3000));
+	}
+	long hwm1 = proc_kb(AGG_PID, "VmHWM:");
+	T_OK(hwm0 > 0 && hwm1 > 0 && hwm1 - hwm0 < 16 * 1024, "6 oversized "
+	    "(%d KiB each) and 6 truncated updates: the aggregator's peak RSS "
+	    "grew %ld KiB (< 16 MiB; %ld -> %ld KiB)", (int)(n_over_kib()),
+	    hwm1 - hwm0, hwm0, hwm1);
 	/* nng closed that connection: the client dials again (a fresh
 	 * socket if nng 1.5.2's dialer is stuck, see fed/transport.c) */
 	uint32_t round = 0, u = UINT32_MAX;
@@ -618,6 +679,7 @@ main(void)
 	snprintf(log, sizeof log, "%s/aggregator.log", T);
 	char *argv[] = { bin, "--config", cfg, NULL };
 	pid_t ap = h_spawn(argv, log);
+	AGG_PID = ap;
 	T_PASS(peer_open(&good, "good"));
 	if (t_fails) {
 		h_tail(log, 20);
