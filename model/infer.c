@@ -16,7 +16,55 @@ model_infer_opts model_infer_opts_default(void)
 	o.overlap = 0.5;
 	o.tta = 0;
 	o.batch = 1;
+	o.precision = MODEL_FP32;
 	return o;
+}
+
+static const char *const precision_names[] = {"fp32", "fp16", "bf16"};
+
+int model_precision_parse(const char *name)
+{
+	for (int i = 0; name != NULL && i < 3; i++)
+		if (strcmp(name, precision_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+const char *model_precision_name(int precision)
+{
+	return precision >= 0 && precision < 3 ? precision_names[precision] : "?";
+}
+
+int model_precision_check(int precision, const char *device)
+{
+	if (precision < MODEL_FP32 || precision > MODEL_BF16)
+		return fs_seterr("precision %d: expected fp32, fp16 or bf16",
+		    precision);
+	if (precision == MODEL_FP16 && device != NULL &&
+	    strncmp(device, "cuda", 4) != 0)
+		return fs_seterr("precision fp16 needs a CUDA device (device is "
+		    "%s); use bf16 or fp32 on the CPU", device);
+	return 0;
+}
+
+/* Logits of one forward as float32: under autocast for fp16/bf16 (the
+ * region covers the network only; the logits are cast back before the
+ * softmax so that probabilities and their sums stay float32). */
+static tc_tensor *forward_logits(model_net *net, tc_scope *s, tc_tensor *in,
+    int precision)
+{
+	tc_tensor *y;
+	if (in == NULL)
+		return NULL;
+	if (precision == MODEL_FP32)
+		return model_forward(net, s, in);
+	if (tc_autocast_begin(net->dev, precision == MODEL_FP16 ? "fp16" :
+	    "bf16") != TC_OK)
+		return NULL;
+	y = model_forward(net, s, in);
+	if (tc_autocast_end() != TC_OK)
+		return NULL;
+	return y ? tc_float(s, y) : NULL;
 }
 
 static int round_up(int v, int d) { return (v + d - 1) / d * d; }
@@ -92,7 +140,7 @@ typedef struct {
 /* Softmax probabilities of the batch x [nb, nmod, wz, wy, wx] into out
  * [nb, C, wz, wy, wx], averaged over mirror flips when tta. */
 static int predict(model_net *net, tc_scope *s, const float *x, int nb, int wx,
-    int wy, int wz, int tta, float *out)
+    int wy, int wz, int tta, int precision, float *out)
 {
 	const model_spec *sp = &net->spec;
 	int64_t xs[5] = {nb, sp->nmod, wz, wy, wx};
@@ -111,7 +159,8 @@ static int predict(model_net *net, tc_scope *s, const float *x, int nb, int wx,
 		if (f & 4)
 			dims[nd++] = 2;
 		tc_tensor *in = nd ? tc_flip(s, xt, dims, nd) : xt;
-		tc_tensor *p = tc_softmax(s, model_forward(net, s, in), 1);
+		tc_tensor *p = tc_softmax(s, forward_logits(net, s, in,
+		    precision), 1);
 		if (nd && p)
 			p = tc_flip(s, p, dims, nd);
 		acc = acc ? tc_add(s, acc, p) : p;
@@ -146,6 +195,8 @@ int model_segment(model_net *net, const img_case *c, const model_infer_opts *o,
 		    c->nmod, nm);
 		goto out;
 	}
+	if (model_precision_check(o->precision, net->dev) != 0)
+		goto out;
 	nx = axis_positions(c->cx, wx, o->overlap, px);
 	ny = axis_positions(c->cy, wy, o->overlap, py);
 	nz = axis_positions(c->cz, wz, o->overlap, pz);
@@ -187,7 +238,8 @@ int model_segment(model_net *net, const img_case *c, const model_infer_opts *o,
 						}
 			}
 		}
-		if (predict(net, s, xb, nb, wx, wy, wz, o->tta, pb) != 0)
+		if (predict(net, s, xb, nb, wx, wy, wz, o->tta, o->precision,
+		    pb) != 0)
 			goto out;
 		for (int b = 0; b < nb; b++) {
 			origin q = orig[w0 + b];

@@ -139,11 +139,29 @@ typedef struct {
 int model_train(model_net *net, struct img_case *const *cases, int n,
     const model_train_opts *opts, model_train_stats *stats);
 
+/* Arithmetic of the inference forward. FP16/BF16: libtorch autocast
+ * (convolutions in 16 bits, norm statistics, softmax and the window
+ * accumulation in float32). FP16 needs CUDA; BF16 runs on CPU and CUDA. */
+typedef enum {
+	MODEL_FP32 = 0,
+	MODEL_FP16 = 1,
+	MODEL_BF16 = 2,
+} model_precision;
+
+/* "fp32" / "fp16" / "bf16" -> model_precision, -1 if none of them. */
+int model_precision_parse(const char *name);
+/* Static name of a precision ("fp32", ...); "?" if out of range. */
+const char *model_precision_name(int precision);
+/* 0 if `precision` can run on `device` ("cpu", "cuda", "cuda:N"), else -1
+ * with a one-line reason (fp16 on the CPU). */
+int model_precision_check(int precision, const char *device);
+
 typedef struct {
 	int window;          /* sliding-window edge (multiple of divisor) */
 	double overlap;      /* 0..0.9 */
 	int tta;             /* mirror test-time augmentation */
 	int batch;           /* windows per forward */
+	int precision;       /* model_precision (default MODEL_FP32) */
 } model_infer_opts;
 
 model_infer_opts model_infer_opts_default(void);

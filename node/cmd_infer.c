@@ -51,7 +51,9 @@ static void infer_usage(FILE *f)
 	    "  --window N          sliding-window edge (default: whole brain box up to 192)\n"
 	    "  --overlap X         window overlap 0..0.9 (default 0.5)\n"
 	    "  --threads N         CPU threads (default: all cores)\n"
-	    "  --device D          cpu, cuda, cuda:N, auto (GPU if present; default cpu)\n");
+	    "  --device D          cpu, cuda, cuda:N, auto (GPU if present; default cpu)\n"
+	    "  --precision P       fp32 (default), bf16 (CPU or CUDA) or fp16 (CUDA only):\n"
+	    "                      16-bit convolutions via libtorch autocast\n");
 }
 
 /* SHA-256 of a file as hex into out[65]. */
@@ -84,8 +86,8 @@ static const char *base_name(const char *p)
 
 static int write_provenance(const char *path, const char *model_path,
     const char *meta_json, const img_case_ref *ref, const int *mods, int nmod,
-    const char *dev, const char *labels, double seconds, const double vol[3],
-    const cJSON *extra)
+    const char *dev, int precision, const char *labels, double seconds,
+    const double vol[3], const cJSON *extra)
 {
 	cJSON *root = cJSON_CreateObject(), *inputs, *model, *meta, *v;
 	char sha[65], ts[32], *text = NULL;
@@ -100,6 +102,7 @@ static int write_provenance(const char *path, const char *model_path,
 	cJSON_AddStringToObject(root, "created", ts);
 	cJSON_AddStringToObject(root, "case", ref->id);
 	cJSON_AddStringToObject(root, "device", dev);
+	cJSON_AddStringToObject(root, "precision", model_precision_name(precision));
 	cJSON_AddNumberToObject(root, "threads", tc_get_threads());
 	cJSON_AddNumberToObject(root, "seconds", seconds);
 	cJSON_AddStringToObject(root, "label_convention", labels);
@@ -169,6 +172,21 @@ int infer_ctx_open(infer_ctx *x, const char *model_path, const char *dev,
 	return 0;
 }
 
+int infer_ctx_set_precision(infer_ctx *x, const char *name)
+{
+	int p = model_precision_parse(name);
+	if (p < 0)
+		return fs_seterr("--precision: '%s': expected fp32, fp16 or bf16",
+		    name ? name : "");
+	if (model_precision_check(p, x->dev) != 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", fs_error());
+		return fs_seterr("--%s", why); /* "--precision fp16 needs ..." */
+	}
+	x->io.precision = p;
+	return 0;
+}
+
 void infer_ctx_close(infer_ctx *x)
 {
 	model_net_destroy(x->net);
@@ -216,7 +234,8 @@ int infer_case(infer_ctx *x, const img_case_ref *ref, const char *out,
 		goto out;
 	res->seconds = fs_now() - t0;
 	if (write_provenance(prov, x->model_path, x->meta, ref,
-	    x->spec.modalities, x->spec.nmod, x->dev, x->labels, res->seconds,
+	    x->spec.modalities, x->spec.nmod, x->dev, x->io.precision, x->labels,
+	    res->seconds,
 	    res->vol_ml, extra) != 0) {
 		unlink(out); /* no partial output */
 		goto out;
@@ -231,7 +250,7 @@ out:
 /* ---- batch mode -------------------------------------------------------- */
 
 typedef struct {
-	const char *data, *outdir, *model, *dev, *labels;
+	const char *data, *outdir, *model, *dev, *labels, *precision;
 	int threads, jobs, shard, nshards, resample, tta, window;
 	double overlap;
 	int window_set, overlap_set;
@@ -344,6 +363,7 @@ static int batch_spawn(const batch_opts *o)
 		av[a++] = "--out"; av[a++] = o->outdir;
 		av[a++] = "--labels"; av[a++] = o->labels;
 		av[a++] = "--device"; av[a++] = o->dev;
+		av[a++] = "--precision"; av[a++] = o->precision;
 		av[a++] = "--threads"; av[a++] = thr;
 		av[a++] = "--shard"; av[a++] = shard;
 		if (o->tta)
@@ -434,7 +454,8 @@ static int batch_run(const batch_opts *o)
 	int rc = 1, failed = 0, done = 0, missing;
 
 	memset(&ds, 0, sizeof(ds));
-	if (infer_ctx_open(&x, o->model, o->dev, o->labels) != 0) {
+	if (infer_ctx_open(&x, o->model, o->dev, o->labels) != 0 ||
+	    infer_ctx_set_precision(&x, o->precision) != 0) {
 		cmd_fail("infer", "%s", fs_error());
 		infer_ctx_close(&x);
 		return 1;
@@ -500,9 +521,11 @@ int cmd_infer(int argc, char **argv)
 	    {"data", required_argument, 0, 'd'}, {"jobs", required_argument, 0, 'j'},
 	    {"shard", required_argument, 0, 'S'}, {"resample", no_argument, 0, 'R'},
 	    {"gear", required_argument, 0, 'G'},
+	    {"precision", required_argument, 0, 'P'},
 	    {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 	const char *model_path = NULL, *case_dir = NULL, *out = NULL, *dev = "cpu";
 	const char *labels = "brats2017", *data = NULL, *gear = NULL;
+	const char *precision = "fp32";
 	char *files[IMG_NMOD] = {0}, prov[4096];
 	infer_ctx x;
 	infer_result res;
@@ -543,6 +566,12 @@ int cmd_infer(int argc, char **argv)
 			break;
 		case 'R': resample = 1; break;
 		case 'G': gear = optarg; break;
+		case 'P':
+			if (model_precision_parse(optarg) < 0)
+				return cmd_fail("infer", "--precision: '%s': "
+				    "expected fp32, fp16 or bf16", optarg);
+			precision = optarg;
+			break;
 		case 'h': infer_usage(stdout); return 0;
 		default: infer_usage(stderr); return 2;
 		}
@@ -570,6 +599,7 @@ int cmd_infer(int argc, char **argv)
 		bo.model = model_path;
 		bo.dev = dev;
 		bo.labels = labels;
+		bo.precision = precision;
 		bo.threads = tc_get_threads();
 		bo.jobs = jobs;
 		bo.shard = shard;
@@ -584,7 +614,8 @@ int cmd_infer(int argc, char **argv)
 	}
 	if (fs_path(prov, sizeof(prov), "%s.json", out) != 0)
 		return cmd_fail("infer", "%s", fs_error());
-	if (infer_ctx_open(&x, model_path, dev, labels) != 0) {
+	if (infer_ctx_open(&x, model_path, dev, labels) != 0 ||
+	    infer_ctx_set_precision(&x, precision) != 0) {
 		cmd_fail("infer", "%s", fs_error());
 		goto out;
 	}
@@ -629,9 +660,10 @@ int cmd_infer(int argc, char **argv)
 		cmd_fail("infer", "%s", fs_error());
 		goto out;
 	}
-	fprintf(stderr, "infer: %s -> %s (%.1f s, %d threads, %s; WT %.1f mL, "
+	fprintf(stderr, "infer: %s -> %s (%.1f s, %d threads, %s, %s; WT %.1f mL, "
 	    "TC %.1f mL, ET %.1f mL)\n", ref->id, out, res.seconds,
-	    tc_get_threads(), dev, res.vol_ml[0], res.vol_ml[1], res.vol_ml[2]);
+	    tc_get_threads(), x.dev, model_precision_name(x.io.precision),
+	    res.vol_ml[0], res.vol_ml[1], res.vol_ml[2]);
 	rc = 0;
 out:
 	img_dataset_free(&ds);

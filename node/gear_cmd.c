@@ -294,6 +294,11 @@ int gear_run(const char *base)
 			    gear_inputs[x.spec.modalities[k]]);
 			goto out;
 		}
+	if (json_str(cfg, "precision") != NULL &&
+	    infer_ctx_set_precision(&x, json_str(cfg, "precision")) != 0) {
+		gear_fail("%s: config %s", cfgpath, fs_error());
+		goto out;
+	}
 	v = cJSON_GetObjectItemCaseSensitive(cfg, "tta");
 	x.io.tta = cJSON_IsTrue(v);
 	v = cJSON_GetObjectItemCaseSensitive(cfg, "resample");

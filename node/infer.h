@@ -30,6 +30,9 @@ typedef struct {
 int infer_ctx_open(infer_ctx *x, const char *model_path, const char *dev,
     const char *labels);
 void infer_ctx_close(infer_ctx *x);
+/* Sets x->io.precision from "fp32" / "fp16" / "bf16", checked against the
+ * (resolved) device: fp16 on the CPU is refused. 0 / -1 with fs_error(). */
+int infer_ctx_set_precision(infer_ctx *x, const char *name);
 /* Segments ref: writes the label map `out` and the provenance JSON `prov`
  * (extra, if not NULL, is added to it under "context"; not consumed).
  * Nothing is left behind on failure. */

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <unistd.h>
 #include <sys/mman.h>
@@ -559,6 +560,125 @@ int tc_set_grad_enabled(int enabled)
 	return prev ? 1 : 0;
 }
 
+/* --- mixed precision (autocast) ---------------------------------------- */
+
+namespace {
+
+// What tc_autocast_begin changed on this thread, restored by tc_autocast_end.
+struct AutocastSaved {
+	bool active = false;
+	c10::DeviceType type = c10::kCPU;
+	bool was_enabled = false;
+	at::ScalarType was_dtype = at::kFloat;
+};
+thread_local AutocastSaved g_autocast;
+
+// libtorch 2.4 made the autocast state per device type
+// (is_autocast_enabled(kCUDA)) and deprecated the CUDA/CPU-named calls of
+// 1.13; pick the form the headers have.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool ac_enabled(c10::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+void ac_set_enabled(c10::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+at::ScalarType ac_dtype(c10::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+void ac_set_dtype(c10::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+#else
+bool ac_enabled(c10::DeviceType d)
+{
+	return d == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void ac_set_enabled(c10::DeviceType d, bool on)
+{
+	if (d == c10::kCUDA)
+		at::autocast::set_enabled(on);
+	else
+		at::autocast::set_cpu_enabled(on);
+}
+at::ScalarType ac_dtype(c10::DeviceType d)
+{
+	return d == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype() :
+	    at::autocast::get_autocast_cpu_dtype();
+}
+void ac_set_dtype(c10::DeviceType d, at::ScalarType t)
+{
+	if (d == c10::kCUDA)
+		at::autocast::set_autocast_gpu_dtype(t);
+	else
+		at::autocast::set_autocast_cpu_dtype(t);
+}
+#endif
+
+}  // namespace
+
+tc_status tc_autocast_begin(const char *dev, const char *dtype)
+{
+	return guard("tc_autocast_begin", [&] {
+		c10::Device d = parse_device(dev);
+		if (dtype == nullptr)
+			fail(TC_EINVAL, "dtype is NULL");
+		std::string n(dtype);
+		at::ScalarType t;
+		if (n == "fp16" || n == "float16")
+			t = at::kHalf;
+		else if (n == "bf16" || n == "bfloat16")
+			t = at::kBFloat16;
+		else
+			fail(TC_EINVAL, "bad dtype '" + n + "' (expected fp16 or bf16)");
+		if (t == at::kHalf && d.is_cpu())
+			fail(TC_EINVAL, "fp16 autocast needs a CUDA device (libtorch's "
+			    "CPU autocast runs bf16 only)");
+		if (g_autocast.active)
+			fail(TC_EINVAL, "an autocast region is already open on this "
+			    "thread (regions do not nest)");
+		AutocastSaved sv;
+		sv.type = d.type();
+		sv.was_enabled = ac_enabled(sv.type);
+		sv.was_dtype = ac_dtype(sv.type);
+		ac_set_dtype(sv.type, t);
+		ac_set_enabled(sv.type, true);
+		at::autocast::increment_nesting();
+		sv.active = true;
+		g_autocast = sv;
+	});
+}
+
+tc_status tc_autocast_end(void)
+{
+	return guard("tc_autocast_end", [&] {
+		if (!g_autocast.active)
+			fail(TC_EINVAL, "no autocast region is open on this thread");
+		g_autocast.active = false;
+		// The cast weights cached while the region was open (fp16/bf16
+		// copies of the parameters) are freed when the outermost region
+		// closes, as torch.autocast's __exit__ does.
+		if (at::autocast::decrement_nesting() == 0)
+			at::autocast::clear_cache();
+		ac_set_dtype(g_autocast.type, g_autocast.was_dtype);
+		ac_set_enabled(g_autocast.type, g_autocast.was_enabled);
+	});
+}
+
+int tc_autocast_active(void)
+{
+	return g_autocast.active ? 1 : 0;
+}
+
+const char *tc_dtype(const tc_tensor *t)
+{
+	if (t == nullptr || !t->t.defined())
+		return "";
+	switch (t->t.scalar_type()) {
+	case at::kFloat: return "float32";
+	case at::kHalf: return "float16";
+	case at::kBFloat16: return "bfloat16";
+	case at::kDouble: return "float64";
+	case at::kLong: return "int64";
+	case at::kInt: return "int32";
+	case at::kByte: return "uint8";
+	case at::kBool: return "bool";
+	default: return "other";
+	}
+}
+
 /* --- scopes ------------------------------------------------------------- */
 
 tc_scope *tc_scope_create(void)
@@ -991,22 +1111,26 @@ namespace {
 // (x - k) and (x - k)^2 (k = first value, against cancellation) in float
 // blocks of 4096 folded into doubles; pass 2 applies scale, shift and the
 // leaky ReLU. 16 independent accumulators let the compiler vectorise.
-__attribute__((optimize("O3"))) void norm_lrelu_plane(float *p, int64_t n,
+// T is float or c10::BFloat16 (bf16 autocast): the sums are done in float
+// and double either way; bf16 values are rounded once, on the store.
+// (extern "C++": this part of the file is inside extern "C".)
+extern "C++" template <typename T>
+__attribute__((optimize("O3"))) void norm_lrelu_plane(T *p, int64_t n,
     float gam, float bet, double eps, float slope)
 {
-	const float k = p[0];
+	const float k = static_cast<float>(p[0]);
 	double s = 0, ss = 0;
 	for (int64_t i0 = 0; i0 < n; i0 += 4096) {
 		int64_t e = std::min<int64_t>(n, i0 + 4096), i = i0;
 		float a[16] = {0}, q[16] = {0};
 		for (; i + 16 <= e; i += 16)
 			for (int j = 0; j < 16; j++) {
-				float d = p[i + j] - k;
+				float d = static_cast<float>(p[i + j]) - k;
 				a[j] += d;
 				q[j] += d * d;
 			}
 		for (; i < e; i++) {
-			float d = p[i] - k;
+			float d = static_cast<float>(p[i]) - k;
 			a[0] += d;
 			q[0] += d * d;
 		}
@@ -1020,8 +1144,8 @@ __attribute__((optimize("O3"))) void norm_lrelu_plane(float *p, int64_t n,
 	const float shift = (float)(bet - (k + m) * (gam / std::sqrt(var + eps)));
 	// Branch-free so that it vectorises: max(v,0) + slope * min(v,0).
 	for (int64_t i = 0; i < n; i++) {
-		float v = p[i] * scale + shift;
-		p[i] = std::max(v, 0.0f) + slope * std::min(v, 0.0f);
+		float v = static_cast<float>(p[i]) * scale + shift;
+		p[i] = static_cast<T>(std::max(v, 0.0f) + slope * std::min(v, 0.0f));
 	}
 }
 
@@ -1038,7 +1162,8 @@ tc_tensor *tc_instance_norm_lrelu(tc_scope *s, tc_tensor *x,
 	}
 	const torch::Tensor &t = x->t;
 	bool fused = !at::GradMode::is_enabled() && t.defined() && t.dim() >= 3 &&
-	    t.device().is_cpu() && t.scalar_type() == torch::kFloat &&
+	    t.device().is_cpu() && (t.scalar_type() == torch::kFloat ||
+	    t.scalar_type() == torch::kBFloat16) &&
 	    t.is_contiguous() && t.numel() > 0;
 	for (const tc_tensor *p : {gamma, beta})
 		if (p != nullptr && (!p->t.device().is_cpu() ||
@@ -1053,17 +1178,22 @@ tc_tensor *tc_instance_norm_lrelu(tc_scope *s, tc_tensor *x,
 		const int64_t N = t.size(0), C = t.size(1), plane = t.numel() / (N * C);
 		torch::Tensor g = gamma ? gamma->t.contiguous() : torch::Tensor();
 		torch::Tensor b = beta ? beta->t.contiguous() : torch::Tensor();
-		float *base = t.data_ptr<float>();
 		const float *gp = gamma ? g.data_ptr<float>() : nullptr;
 		const float *bp = beta ? b.data_ptr<float>() : nullptr;
-		at::parallel_for(0, N * C, 1, [&](int64_t lo, int64_t hi) {
-			for (int64_t i = lo; i < hi; i++) {
-				int64_t c = i % C;
-				norm_lrelu_plane(base + i * plane, plane,
-				    gp ? gp[c] : 1.0f, bp ? bp[c] : 0.0f, eps,
-				    (float)slope);
-			}
-		});
+		auto run = [&](auto *base) {
+			at::parallel_for(0, N * C, 1, [&](int64_t lo, int64_t hi) {
+				for (int64_t i = lo; i < hi; i++) {
+					int64_t c = i % C;
+					norm_lrelu_plane(base + i * plane, plane,
+					    gp ? gp[c] : 1.0f, bp ? bp[c] : 0.0f,
+					    eps, (float)slope);
+				}
+			});
+		};
+		if (t.scalar_type() == torch::kBFloat16)
+			run(t.data_ptr<c10::BFloat16>());
+		else
+			run(t.data_ptr<float>());
 		return x;
 	} catch (...) {
 		handle_exception("tc_instance_norm_lrelu");

@@ -89,6 +89,23 @@ void tc_manual_seed(uint64_t seed);
  * previous setting (1 = enabled). Use 0 around inference. */
 int tc_set_grad_enabled(int enabled);
 
+/* Mixed precision (libtorch autocast) on this thread, for inference. Between
+ * tc_autocast_begin and tc_autocast_end, ops on tensors of dev's type run
+ * as libtorch's autocast lists say: convolutions in dtype, precision-
+ * sensitive ops in float32; others keep their input's type. Results may
+ * then be float16/bfloat16: tc_to_float converts, tc_float casts. dtype:
+ * "bf16" (CPU and CUDA) or "fp16" (CUDA only; TC_EINVAL on "cpu"). dev as
+ * in tc_device_check (TC_ENODEV without CUDA). Regions do not nest
+ * (TC_EINVAL). tc_autocast_end restores the previous state and frees the
+ * cached low-precision copies of the parameters; TC_EINVAL if none open. */
+tc_status tc_autocast_begin(const char *dev, const char *dtype);
+tc_status tc_autocast_end(void);
+/* 1 while a tc_autocast_begin region is open on this thread. */
+int tc_autocast_active(void);
+/* Element type of t: "float32", "float16", "bfloat16", "float64", "int64",
+ * "int32", "uint8", "bool" or "other"; "" for NULL (static strings). */
+const char *tc_dtype(const tc_tensor *t);
+
 /* --- scopes (arenas) ---------------------------------------------------- */
 
 /* Creates an empty scope. Free with tc_scope_destroy. NULL on ENOMEM. */
@@ -172,7 +189,9 @@ tc_tensor *tc_instance_norm(tc_scope *s, const tc_tensor *x,
 tc_tensor *tc_leaky_relu(tc_scope *s, const tc_tensor *x, double slope);
 /* leaky_relu(instance_norm(x, gamma, beta, eps), slope), fused. x is
  * CONSUMED: when no gradient is recorded (grad mode off) and x is a
- * contiguous float CPU tensor, x is normalised in place in two passes over
+ * contiguous float32 or bfloat16 (autocast) CPU tensor with float32
+ * gamma/beta, x is normalised in place (statistics in float/double; bf16
+ * rounded once on the store) in two passes over
  * memory and returned itself (no new tensor); otherwise the result is a new
  * tensor in s (instance_norm + in-place leaky ReLU, autograd-safe) and x
  * is left as it was. Either way use only the result afterwards. */
