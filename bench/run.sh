@@ -87,8 +87,8 @@ awk -v q=$quick '
 	END {
 		n = NR
 		cm = med(c, n); bm = med(b, n); rm = med(r, n); im = med(in_, n)
-		met = (rm >= 0.6 && cm < 30) ? "yes" : "no"
-		printf "{\"bench\":\"infer_command\",\"figure\":\"fedseg infer, whole command (start, load 4 NIfTI.gz, crop, segment, write NIfTI + provenance)\",\"unit\":\"s\",\"n\":%d,\"min\":%.4f,\"median\":%.4f,\"max\":%.4f,\"baseline\":\"bare conv3d, same shapes (run after each command)\",\"base_min\":%.4f,\"base_median\":%.4f,\"base_max\":%.4f,\"ratio\":%.4f,\"ratio_is\":\"median of per-run bare conv seconds / command seconds\",\"target\":\">= 0.6 and < 30 s\",\"met\":\"%s\",\"note\":\"process start to exit; the command itself reports %.2f s (median) from case loading to provenance written; %s\"}\n", n, c[1], cm, c[n], b[1], bm, b[n], rm, met, im, q ? "quick model" : "default model, untrained weights (same FLOPs)"
+		met = (cm < 30) ? "yes" : "no"
+		printf "{\"bench\":\"infer_command\",\"figure\":\"fedseg infer, whole command (start, load 4 NIfTI.gz, crop, segment, write NIfTI + provenance)\",\"unit\":\"s\",\"n\":%d,\"min\":%.4f,\"median\":%.4f,\"max\":%.4f,\"baseline\":\"bare conv3d, same shapes (run after each command)\",\"base_min\":%.4f,\"base_median\":%.4f,\"base_max\":%.4f,\"ratio\":%.4f,\"ratio_is\":\"median of per-run bare conv seconds / command seconds\",\"target\":\"< 30 s (the >= 0.6 throughput target is infer_inproc)\",\"met\":\"%s\",\"note\":\"process start to exit; the command itself reports %.2f s (median) from case loading to provenance written; %s\"}\n", n, c[1], cm, c[n], b[1], bm, b[n], rm, met, im, q ? "quick model" : "default model, untrained weights (same FLOPs)"
 	}' "$tmp/cmd.txt" >> "$jl"
 
 # (3) FedAvg streaming and (5) codecs, in process over the aggregator's and

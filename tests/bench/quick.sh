@@ -9,7 +9,8 @@ check "bench/run.sh --quick exits 0" "$FEDSEG_SRC/bench/run.sh" --quick --build 
 check "report written" test -s "$out"
 check "figures written" test -s "$out.jsonl"
 for b in infer_inproc train_step infer_command fedavg_accumulate \
-	fedavg_accept_path codec_f32_bytes codec_f16_bytes codec_q8_bytes codec_q8_encode codec_q8_decode; do
+	fedavg_accept_path codec_f32_bytes codec_f16_bytes codec_q8_bytes codec_q8_encode codec_q8_decode \
+	codec_topk_bytes fed_round_tls fed_tls_echo fed_scale_10 fed_scale_30 fed_scale_30_rss fedavg_agg_rss; do
 	check "figure $b present" grep -q "\"bench\":\"$b\"" "$out.jsonl"
 	check "table row for $b" grep -q "^| $b | " "$out"
 done
