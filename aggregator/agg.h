@@ -55,6 +55,7 @@ typedef struct {
 	size_t max_message_bytes;    /* NNG_OPT_RECVMAXSZ, announced in JoinAck */
 	int contexts;                /* nng contexts (concurrent requests) */
 	int workers;                 /* handler threads */
+	int max_task_transfers;      /* Task/Done replies in flight, 0 = any */
 	/* local training settings sent in every Task */
 	int train_steps;
 	double train_lr;

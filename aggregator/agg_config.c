@@ -41,6 +41,7 @@ agg_config_default(void)
 	c.max_message_bytes = (size_t)512 << 20;
 	c.contexts = 16;
 	c.workers = 2;
+	c.max_task_transfers = 2;
 	c.train_steps = 20;
 	c.train_lr = 1e-3;
 	c.train_batch = 2;
@@ -95,6 +96,7 @@ static const key_def keys[] = {
 	    (double)((size_t)1 << 40), 0 },
 	{ "contexts", K_INT, O(contexts), 1, 1024, 0 },
 	{ "workers", K_INT, O(workers), 1, 64, 0 },
+	{ "max_task_transfers", K_INT, O(max_task_transfers), 0, 1024, 0 },
 	{ "wait_ms", K_INT, O(wait_ms), 10, 600000, 0 },
 	{ "log_level", K_LEVEL, O(log_level), 0, 0, 0 },
 	{ NULL, 0, 0, 0, 0, 0 },

@@ -3,6 +3,7 @@
  * Update, StatusRequest. Run on the transport's worker threads.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,102 @@ on_join(agg *a, const Fedseg__Join *j)
 /* ---- TaskRequest --------------------------------------------------------- */
 
 static nng_msg *
+wait_reply_ms(int ms, const char *reason)
+{
+	Fedseg__Wait w = FEDSEG__WAIT__INIT;
+	w.retry_after_ms = (uint32_t)ms;
+	w.reason = (char *)reason;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_WAIT;
+	env.wait = &w;
+	return reply(&env);
+}
+
+/* ---- model transfer slots -------------------------------------------------
+ *
+ * Every Task and Done reply carries the whole model, packed into its own
+ * nng message that nng holds until it is written out. At most
+ * max_task_transfers of them are in flight (from the handler's return
+ * until the transport reports the message written, agg_task_sent); a node
+ * asking beyond that gets a Wait with a short retry hint. First come,
+ * first served: a node told to wait keeps its place (task_queued) as long
+ * as it keeps asking, and a newer asker does not take a slot that an
+ * older waiter is due. */
+
+/* Retry hint for a node waiting for a slot (ms). */
+static int
+slot_retry_ms(const agg *a)
+{
+	return a->cfg.wait_ms < 200 ? a->cfg.wait_ms : 200;
+}
+
+/* Under a->mu. 1: a slot is taken for n (its reply must be tracked, or
+ * the slot given back with slot_give); 0: n waits, why says so. */
+static int
+slot_take(agg *a, agg_node *n, char *why, size_t wl)
+{
+	int k = a->cfg.max_task_transfers, ahead = 0;
+	double now = fs_now(), fresh = 3 * slot_retry_ms(a) / 1000.0 + 1.0;
+	if (k <= 0)
+		return 1;
+	if (n->task_sending) {
+		snprintf(why, wl, "the previous model sent to this node is "
+		    "still in transfer");
+		return 0;
+	}
+	for (int i = 0; i < a->nnodes && a->task_inflight < k; i++) {
+		const agg_node *o = &a->nodes[i];
+		if (o != n && o->task_queued > 0 && o->has_session &&
+		    now - o->last_seen <= fresh && (n->task_queued == 0 ||
+		    o->task_queued < n->task_queued))
+			ahead++;
+	}
+	if (a->task_inflight + ahead >= k) {
+		if (n->task_queued == 0)
+			n->task_queued = now;
+		snprintf(why, wl, "model transfers busy (%d of %d in flight, "
+		    "%d node(s) ahead)", a->task_inflight, k, ahead);
+		return 0;
+	}
+	n->task_queued = 0;
+	n->task_sending = 1;
+	a->task_inflight++;
+	fs_log(FS_LOG_INFO, "AGG-TRANSFER", "node %s: model transfer slot "
+	    "taken (%d of %d in flight)", n->cn, a->task_inflight, k);
+	return 1;
+}
+
+/* Under a->mu: gives a slot back (reply not sent, or written out). */
+static void
+slot_give(agg *a, agg_node *n)
+{
+	if (n->task_sending) {
+		n->task_sending = 0;
+		a->task_inflight--;
+	}
+}
+
+void
+agg_task_sent(void *user, void *track)
+{
+	agg *a = user;
+	intptr_t i = (intptr_t)track - 1;
+	pthread_mutex_lock(&a->mu);
+	if (i >= 0 && i < a->nnodes)
+		slot_give(a, &a->nodes[i]);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* The track value of node n's reply. */
+static void *
+slot_track(agg *a, agg_node *n)
+{
+	if (a->cfg.max_task_transfers <= 0)
+		return NULL;
+	return (void *)(intptr_t)(n - a->nodes + 1);
+}
+
+static nng_msg *
 wait_reply(agg *a, const char *reason)
 {
 	Fedseg__Wait w = FEDSEG__WAIT__INIT;
@@ -294,7 +391,7 @@ done_reply(agg *a, agg_node *n)
 }
 
 static nng_msg *
-on_task_request(agg *a, const Fedseg__TaskRequest *r)
+on_task_request(agg *a, const Fedseg__TaskRequest *r, void **track)
 {
 	char why[128];
 	nng_msg *m;
@@ -319,21 +416,35 @@ on_task_request(agg *a, const Fedseg__TaskRequest *r)
 		fs_log(FS_LOG_INFO, "AGG-SELECT", "node %s joins round %u in "
 		    "progress (%d selected)", n->cn, a->round, a->nselected);
 	}
-	if (a->phase == AGG_DONE) {
-		m = done_reply(a, n);
-	} else if (a->phase == AGG_TRAINING && n->selected &&
+	int heartbeat = a->phase == AGG_TRAINING && n->selected &&
 	    n->submitted != a->round && n->task_round == a->round &&
-	    r->have_version == a->version) {
+	    r->have_version == a->version;
+	int wants = a->phase == AGG_DONE || (!heartbeat &&
+	    a->phase == AGG_TRAINING && n->selected &&
+	    n->submitted != a->round);
+	if (!wants)
+		n->task_queued = 0;
+	if (wants && !slot_take(a, n, why, sizeof why)) {
+		m = wait_reply_ms(slot_retry_ms(a), why);
+	} else if (a->phase == AGG_DONE) {
+		m = done_reply(a, n);
+		if (m != NULL)
+			*track = slot_track(a, n);
+		else
+			slot_give(a, n);
+	} else if (heartbeat) {
 		/* it holds this round's model: a heartbeat while training */
 		snprintf(why, sizeof why, "round %u: training (heartbeat)",
 		    a->round);
 		m = wait_reply(a, why);
-	} else if (a->phase == AGG_TRAINING && n->selected &&
-	    n->submitted != a->round) {
+	} else if (wants) {
 		m = task_reply(a);
 		if (m != NULL) {
 			a->bytes_out += (double)nng_msg_len(m);
 			n->task_round = a->round;
+			*track = slot_track(a, n);
+		} else {
+			slot_give(a, n);
 		}
 	} else {
 		if (a->phase == AGG_WAITING)
@@ -586,20 +697,25 @@ on_status(agg *a)
 /* ---- dispatch ------------------------------------------------------------ */
 
 nng_msg *
-agg_handle(void *user, const uint8_t *req, size_t len)
+agg_handle(void *user, nng_msg *req, void **track)
 {
 	agg *a = user;
 	Fedseg__Envelope *env = NULL;
 	int code = 0;
 	nng_msg *m;
-	if (fed_msg_unpack(req, len, &env, &code) != 0) {
+	/* protobuf-c copies the bytes fields: the received message (a whole
+	 * update) goes at once, before the checks */
+	int bad = fed_msg_unpack(nng_msg_body(req), nng_msg_len(req), &env,
+	    &code);
+	nng_msg_free(req);
+	if (bad != 0) {
 		fs_log(FS_LOG_WARN, "AGG-BADMSG", "%s", fs_error());
 		return fed_msg_error(code, "%s", fs_error());
 	}
 	switch (env->body_case) {
 	case FEDSEG__ENVELOPE__BODY_JOIN: m = on_join(a, env->join); break;
 	case FEDSEG__ENVELOPE__BODY_TASK_REQUEST:
-		m = on_task_request(a, env->task_request);
+		m = on_task_request(a, env->task_request, track);
 		break;
 	case FEDSEG__ENVELOPE__BODY_UPDATE: m = on_update(a, env->update); break;
 	case FEDSEG__ENVELOPE__BODY_STATUS_REQUEST: m = on_status(a); break;

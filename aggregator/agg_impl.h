@@ -35,6 +35,9 @@ typedef struct {
 	int window_count;        /* requests in that window */
 	char *cert_pem;          /* certificate of its last Join (malloc'd), */
 	size_t cert_len;         /* checked again when the CRL is reloaded */
+	int task_sending;        /* a Task/Done reply to it is still in nng */
+	double task_queued;      /* fs_now() it was first told to wait for a
+	                          * transfer slot (0: not waiting) */
 } agg_node;
 
 typedef struct {
@@ -73,7 +76,8 @@ typedef struct agg {
 	int phase;
 	uint32_t version;            /* closed rounds = version of global */
 	uint32_t round;              /* round in progress (version + 1) */
-	float *global;
+	float *global;               /* the body of task_payload (f32 codec,
+	                              * little-endian host): not its own copy */
 	uint8_t digest[32];          /* fed_weights_digest(global) */
 	uint8_t *task_payload;       /* f32 codec payload of global */
 	size_t task_len;
@@ -88,6 +92,8 @@ typedef struct agg {
 	int nnodes, capnodes;
 	int nselected;
 	double bytes_out;            /* Task bytes sent this round */
+	int task_inflight;           /* Task/Done replies not yet written out
+	                              * (bounded by max_task_transfers) */
 	double deadline;             /* fs_now() at which the round may close */
 	int deadline_warned;         /* logged "deadline passed, too few" */
 	double done_at;
@@ -162,7 +168,12 @@ int agg_update_payload_check(agg *a, const Fedseg__Update *u, double *norm);
  * body SHA-256 is not recomputed: the digest just checked covers it);
  * *norm = L2 norm of the delta. */
 int agg_payload_check(agg *a, const Fedseg__Update *u, double *norm);
-nng_msg *agg_handle(void *user, const uint8_t *req, size_t len);
+/* The transport's handler: unpacks req and frees it before any work. A
+ * Task or Done reply is tracked (*track) until nng has written it out. */
+nng_msg *agg_handle(void *user, nng_msg *req, void **track);
+/* The transport's fed_sent_cb: the tracked reply has left; frees its
+ * transfer slot. */
+void agg_task_sent(void *user, void *track);
 /* After a CRL reload (SIGHUP): every live session whose certificate is now
  * refused (revoked, expired) ends at once, and the node leaves the open
  * round, so a revoked node can neither fetch a Task nor hold a round up.

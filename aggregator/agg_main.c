@@ -152,7 +152,7 @@ run(agg *a)
 		a->cfg.crl[0] ? a->cfg.crl : NULL };
 	fed_server *srv = fed_server_start(a->cfg.listen, &tls,
 	    a->cfg.max_message_bytes, a->cfg.contexts, a->cfg.workers,
-	    agg_handle, a);
+	    agg_handle, agg_task_sent, a);
 	if (srv == NULL)
 		return -1;
 	fs_log(FS_LOG_INFO, "AGG-START", "listening on %s as %s: %zu "

@@ -47,6 +47,67 @@ agg_task_prepare(agg *a, const float *w, const uint8_t digest[32],
 	return 0;
 }
 
+/*
+ * The global model is not a copy of its own: a->global points at the body
+ * of the f32 Task payload (little-endian float32 after the 84-byte header:
+ * on a little-endian host those bytes are the floats, 4-aligned since
+ * malloc aligns the payload to 16). A round's new model is combined
+ * straight into the body of the next payload, which is then sealed (header
+ * + body SHA-256) in place.
+ */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the aggregator aliases the global model with its f32 payload body: little-endian hosts only"
+#endif
+
+static float *
+payload_body(uint8_t *p)
+{
+	return (float *)(void *)(p + FED_CODEC_HEADER_LEN);
+}
+
+/* An unsealed f32 payload for n floats; its body is payload_body(p). */
+static uint8_t *
+payload_alloc(agg *a, size_t *len)
+{
+	*len = FED_CODEC_HEADER_LEN + a->n * sizeof(float);
+	uint8_t *p = malloc(*len + 1);
+	if (p == NULL)
+		fs_seterr("out of memory (model payload of %zu floats)", a->n);
+	return p;
+}
+
+/* Writes the header of payload p (body written in place), checks the body
+ * (finite) and signs (digest, version + 1, version). */
+static int
+payload_seal(agg *a, uint8_t *p, size_t len, const uint8_t digest[32],
+    uint32_t version, uint8_t **sig, size_t *siglen)
+{
+	uint8_t *h = NULL, text[FED_SIGTEXT_MAX];
+	size_t hl = 0;
+	if (fed_codec_wrap(FED_CODEC_F32, 0, a->n, a->table_digest, NULL, 0,
+	    &h, &hl) != 0)
+		return -1;
+	memcpy(p, h, FED_CODEC_HEADER_LEN);
+	free(h);
+	/* header offset 52: SHA-256 of the body (codec.h) */
+	fed_sha256(p + FED_CODEC_HEADER_LEN, len - FED_CODEC_HEADER_LEN,
+	    p + 52);
+	if (fed_codec_check(p, len, a->n, a->table_digest,
+	    FED_CODEC_BODY_AUTHENTICATED, NULL, NULL) != 0)
+		return fs_preferr("new global model");
+	size_t tl = fed_sigtext_model(text, digest, version + 1, version);
+	return fed_sign(a->id, text, tl, sig, siglen);
+}
+
+/* After agg_task_prepare at start: the global becomes the payload's
+ * body and its own copy goes. */
+static void
+global_alias(agg *a)
+{
+	free(a->global);
+	a->global = payload_body(a->task_payload);
+}
+
 /* Writes models/round-NNNN.safetensors and .sig durably. */
 static int
 save_model(agg *a, const float *w, uint32_t version, const uint8_t d[32],
@@ -281,6 +342,7 @@ initial(agg *a)
 	if (agg_task_prepare(a, a->global, a->digest, 0, &a->task_payload,
 	    &a->task_len, &a->task_sig, &a->task_siglen) != 0)
 		return -1;
+	global_alias(a);
 	if (save_model(a, a->global, 0, a->digest, zero, a->task_sig,
 	    a->task_siglen, "") != 0)
 		return -1;
@@ -302,10 +364,13 @@ agg_state_init(agg *a)
 		return -1;
 	if (last != NULL ? restore(a, last) : initial(a))
 		return -1;
-	if (a->task_payload == NULL &&
-	    agg_task_prepare(a, a->global, a->digest, a->version,
-	    &a->task_payload, &a->task_len, &a->task_sig, &a->task_siglen))
-		return -1;
+	if (a->task_payload == NULL) {
+		if (agg_task_prepare(a, a->global, a->digest, a->version,
+		    &a->task_payload, &a->task_len, &a->task_sig,
+		    &a->task_siglen))
+			return -1;
+		global_alias(a);
+	}
 	a->acc = calloc(a->n, sizeof(float));
 	if (a->acc == NULL)
 		return fs_seterr("out of memory (accumulator of %zu)", a->n);
@@ -322,7 +387,8 @@ agg_state_init(agg *a)
 void
 agg_state_free(agg *a)
 {
-	free(a->global);
+	if (a->task_payload == NULL)
+		free(a->global); /* not yet the payload's body */
 	free(a->task_payload);
 	free(a->task_sig);
 	free(a->acc);
@@ -433,9 +499,12 @@ static int
 round_close(agg *a)
 {
 	uint32_t v = a->round;
-	float *w = malloc(a->n * sizeof(float));
-	uint8_t d[32], *pl = NULL, *sig = NULL;
+	uint8_t d[32], *sig = NULL;
 	size_t pll = 0, sl = 0;
+	/* the new model is written straight into its Task payload's body:
+	 * old global (= old payload) + accumulator + new payload */
+	uint8_t *pl = payload_alloc(a, &pll);
+	float *w = pl != NULL ? payload_body(pl) : NULL;
 	char *who = contributors_text(a);
 	cJSON *o = NULL;
 	int rv = -1;
@@ -447,7 +516,7 @@ round_close(agg *a)
 	if (agg_combine(a, w) != 0)
 		goto out;
 	fed_weights_digest(w, a->n, d);
-	if (agg_task_prepare(a, w, d, v, &pl, &pll, &sig, &sl) != 0 ||
+	if (payload_seal(a, pl, pll, d, v, &sig, &sl) != 0 ||
 	    save_model(a, w, v, d, a->digest, sig, sl, who) != 0 ||
 	    agg_opt_save(a, v) != 0)
 		goto out;
@@ -462,8 +531,7 @@ round_close(agg *a)
 	    "%s, %.0f samples, mean loss %.4f", v, a->ncontrib, who, a->wsum,
 	    cJSON_GetObjectItem(o, "mean_loss")->valuedouble);
 	pthread_mutex_lock(&a->mu);
-	free(a->global);
-	free(a->task_payload);
+	free(a->task_payload); /* and with it the old global */
 	free(a->task_sig);
 	a->global = w;
 	w = NULL;
@@ -489,7 +557,6 @@ round_close(agg *a)
 	rv = 0;
 out:
 	cJSON_Delete(o);
-	free(w);
 	free(pl);
 	free(sig);
 	free(who);

@@ -4,6 +4,13 @@
  * same run; and (5) the delta codecs (fed/codec.h): bytes, encode and
  * decode speed against f32, and reconstruction error.
  *
+ * The streaming figure (fedavg_stream_rss) measures memory, not time: a
+ * forked child (fresh VmHWM) reads K update payloads one at a time from
+ * files written beforehand (as the aggregator's spool holds them), checks
+ * and accumulates each through agg_payload_check / agg_contrib_add, frees
+ * it, and combines; its VmHWM is compared with 3 x model + 64 MiB, for
+ * K = 4 and 16 (it must not grow with K).
+ *
  * usage: bench_agg [--quick] [--repeats N] [--params N] [--updates K]
  * Prints flat JSON lines (bench_util.h). */
 #include <getopt.h>
@@ -11,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "agg_impl.h"
 #include "base.h"
@@ -67,6 +76,160 @@ static void agg_bench_free(agg *a)
 	free(a);
 }
 
+static long proc_self_kb(const char *key)
+{
+	char line[256];
+	long v = -1;
+	size_t kl = strlen(key);
+	FILE *f = fopen("/proc/self/status", "r");
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+			v = atol(line + kl + 1);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* The child of stream_rss: K payload files -> checked -> accumulated ->
+ * freed, one at a time; then agg_combine. Writes its VmHWM (KiB) to fd. */
+static int stream_child(const char *dir, int K, size_t n, const uint8_t td[32],
+    uint8_t (*dg)[32], int fd)
+{
+	char p[4096];
+	agg *a = agg_for_bench(n, td);
+	agg_node nd;
+	memset(&nd, 0, sizeof(nd));
+	snprintf(nd.cn, sizeof(nd.cn), "bench");
+	if (a == NULL)
+		return 1;
+	/* a resident global, as in the aggregator (calloc's untouched zero
+	 * pages would not count in RSS) */
+	fill_delta(a->global, n, 12345);
+	for (int k = 0; k < K; k++) {
+		void *buf = NULL;
+		size_t len = 0;
+		double norm = 0;
+		Fedseg__Update u = FEDSEG__UPDATE__INIT;
+		snprintf(p, sizeof(p), "%s/u%02d.payload", dir, k);
+		if (fs_read_file(p, n * sizeof(float) + 4096, &buf, &len) != 0)
+			return 1;
+		u.payload = (ProtobufCBinaryData){len, buf};
+		u.payload_digest = (ProtobufCBinaryData){32, dg[k]};
+		u.sample_count = 10 + (uint64_t)k;
+		if (agg_payload_check(a, &u, &norm) != 0 ||
+		    agg_contrib_add(a, &nd, &u, norm, "bench") != 0)
+			return 1;
+		free(buf);
+	}
+	float *w = malloc(n * sizeof(float));
+	if (w == NULL || agg_combine(a, w) != 0)
+		return 1;
+	/* touch the result so that it is resident like the aggregator's */
+	volatile float sink = w[n / 2];
+	(void)sink;
+	free(w);
+	agg_bench_free(a);
+	long h = proc_self_kb("VmHWM");
+	return write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) ? 0 : 1;
+}
+
+/* Forks a child for K updates; its VmHWM in KiB, or -1. */
+static long stream_rss_run(const char *dir, int K, size_t n,
+    const uint8_t td[32], uint8_t (*dg)[32])
+{
+	int fds[2];
+	long h = -1;
+	if (pipe(fds) != 0)
+		return -1;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		close(fds[0]);
+		int rv = stream_child(dir, K, n, td, dg, fds[1]);
+		if (rv != 0)
+			fprintf(stderr, "bench_agg: stream child: %s\n",
+			    fs_error());
+		_exit(rv);
+	}
+	close(fds[1]);
+	if (read(fds[0], &h, sizeof(h)) != (ssize_t)sizeof(h))
+		h = -1;
+	close(fds[0]);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? h : -1;
+}
+
+/* (3) fedavg_stream_rss: runs before anything model-sized is allocated
+ * here, so the forked child starts small (its VmHWM counts what it
+ * inherits as it touches it). */
+static int stream_rss(size_t n, const uint8_t td[32])
+{
+	enum { KMAX = 16 };
+	static const int ks[2] = {4, KMAX};
+	char dir[] = "/tmp/bench_agg_spool.XXXXXX", p[4096], note[1024];
+	uint8_t (*dg)[32] = calloc(KMAX, 32);
+	float *x = malloc(n * sizeof(float));
+	int rv = -1;
+	if (dg == NULL || x == NULL || mkdtemp(dir) == NULL)
+		goto out;
+	for (int k = 0; k < KMAX; k++) {
+		uint8_t *pl = NULL;
+		size_t len = 0;
+		fill_delta(x, n, (uint64_t)k + 1);
+		if (fed_codec_encode(FED_CODEC_F32, x, n, td, NULL, &pl, &len) != 0)
+			goto out;
+		fed_sha256(pl, len, dg[k]);
+		snprintf(p, sizeof(p), "%s/u%02d.payload", dir, k);
+		int e = fs_write_atomic(p, pl, len, 0600);
+		free(pl);
+		if (e != 0)
+			goto out;
+	}
+	free(x);
+	x = NULL;
+	long h[2];
+	for (int i = 0; i < 2; i++)
+		if ((h[i] = stream_rss_run(dir, ks[i], n, td, dg)) < 0) {
+			fprintf(stderr, "bench_agg: stream child for %d updates "
+			    "failed\n", ks[i]);
+			goto out;
+		}
+	double model = n * 4.0 / 1048576.0, lim = 3 * model + 64;
+	for (int i = 0; i < 2; i++) {
+		char bn[64], fig[160];
+		double mib = h[i] / 1024.0;
+		bstat v = {mib, mib, mib, 1}, b = {lim, lim, lim, 1};
+		snprintf(bn, sizeof(bn), "fedavg_stream_rss_%d", ks[i]);
+		snprintf(fig, sizeof(fig), "FedAvg peak RSS, %d updates streamed "
+		    "from spool files", ks[i]);
+		snprintf(note, sizeof(note), "forked child (fresh VmHWM): %d f32 "
+		    "payload files of %zu floats (model %.1f MiB) read one at a "
+		    "time, agg_payload_check + agg_contrib_add into the float "
+		    "accumulator, freed; then agg_combine into a new model. Holds "
+		    "global + accumulator + one payload (or the new model). "
+		    "VmHWM %.1f MiB with 4 updates, %.1f MiB with 16", ks[i], n,
+		    model, h[0] / 1024.0, h[1] / 1024.0);
+		bench_emit(bn, fig, "MiB", v, "3 x model + 64 MiB", b, mib / lim,
+		    "VmHWM / (3 x model + 64 MiB)", 1.0, 0, note);
+	}
+	rv = 0;
+out:
+	for (int k = 0; k < KMAX; k++) {
+		snprintf(p, sizeof(p), "%s/u%02d.payload", dir, k);
+		unlink(p);
+	}
+	rmdir(dir);
+	free(x);
+	free(dg);
+	return rv;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -104,6 +267,11 @@ int main(int argc, char **argv)
 	}
 	uint8_t td[32];
 	fed_sha256("bench table", 11, td);
+	if (stream_rss(n, td) != 0) {
+		fprintf(stderr, "bench_agg: streaming RSS figure: %s\n",
+		    fs_error());
+		return 1;
+	}
 	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
 	float *w = calloc(n, sizeof(float)), *dst = malloc(n * sizeof(float));
 	uint8_t **pl = calloc((size_t)K, sizeof(*pl));

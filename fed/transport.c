@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -99,8 +100,126 @@ struct fed_server {
 	srv_ctx *head, *tail;   /* job queue (FIFO) */
 	int stopping;
 	fed_handler handler;
+	fed_sent_cb sent;
 	void *user;
+	/* tracked replies (see fed_handler): written out once their pipe's
+	 * tx_msgs statistic passes tx0, or the pipe is gone */
+	struct srv_track *tracks;
+	pthread_cond_t tcv;     /* tracker: a reply to watch, or stopping */
+	pthread_t tracker;
+	int tracker_on;
 };
+
+typedef struct srv_track {
+	uint32_t pipe;
+	uint64_t tx0;
+	void *tag;
+	double until;           /* fs_now() after which it counts as sent */
+	struct srv_track *next;
+} srv_track;
+
+#define TRACK_POLL_US 10000
+#define TRACK_MAX_S 300.0
+
+/* tx_msgs of pipe id in a statistics snapshot: 0, or -1 if the pipe is
+ * not there (closed). nng counts a message in tx_msgs once the transport
+ * has written it whole, just before it frees it. */
+static int
+stat_pipe_tx(nng_stat *st, uint32_t id, uint64_t *tx)
+{
+	for (; st != NULL; st = nng_stat_next(st)) {
+		if (strcmp(nng_stat_name(st), "pipe") == 0) {
+			nng_stat *i = nng_stat_find(st, "id");
+			nng_stat *t = nng_stat_find(st, "tx_msgs");
+			if (i != NULL && t != NULL && nng_stat_value(i) == id) {
+				*tx = nng_stat_value(t);
+				return 0;
+			}
+			continue;
+		}
+		if (stat_pipe_tx(nng_stat_child(st), id, tx) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+static void *
+tracker_main(void *arg)
+{
+	fed_server *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		while (s->tracks == NULL && !s->stopping)
+			pthread_cond_wait(&s->tcv, &s->mu);
+		int stop = s->stopping;
+		pthread_mutex_unlock(&s->mu);
+		nng_stat *st = NULL;
+		if (!stop && nng_stats_get(&st) != 0)
+			st = NULL;
+		double now = fs_now();
+		srv_track *done = NULL;
+		pthread_mutex_lock(&s->mu);
+		for (srv_track **pp = &s->tracks; *pp != NULL;) {
+			srv_track *t = *pp;
+			uint64_t tx = 0;
+			int gone = st != NULL && stat_pipe_tx(nng_stat_child(st),
+			    t->pipe, &tx) != 0;
+			if (stop || gone || tx > t->tx0 || now > t->until) {
+				*pp = t->next;
+				t->next = done;
+				done = t;
+			} else {
+				pp = &t->next;
+			}
+		}
+		pthread_mutex_unlock(&s->mu);
+		if (st != NULL)
+			nng_stats_free(st);
+		while (done != NULL) {
+			srv_track *t = done;
+			done = t->next;
+			s->sent(s->user, t->tag);
+			free(t);
+		}
+		if (stop)
+			return NULL;
+		usleep(TRACK_POLL_US);
+	}
+}
+
+/* Before the reply is handed to nng: the pipe's tx_msgs now (the replies
+ * to its earlier requests are all written: the peer had them before it
+ * sent this one). */
+static void
+track_add(fed_server *s, uint32_t pipe, void *tag)
+{
+	srv_track *t = calloc(1, sizeof *t);
+	nng_stat *st = NULL;
+	int have = t != NULL && s->tracker_on && nng_stats_get(&st) == 0;
+	if (have && stat_pipe_tx(nng_stat_child(st), pipe, &t->tx0) != 0)
+		have = 0; /* the pipe is gone already: nothing to wait for */
+	if (st != NULL)
+		nng_stats_free(st);
+	if (!have) {
+		free(t);
+		s->sent(s->user, tag);
+		return;
+	}
+	t->pipe = pipe;
+	t->tag = tag;
+	t->until = fs_now() + TRACK_MAX_S;
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping) { /* the tracker may have finished already */
+		pthread_mutex_unlock(&s->mu);
+		free(t);
+		s->sent(s->user, tag);
+		return;
+	}
+	t->next = s->tracks;
+	s->tracks = t;
+	pthread_cond_signal(&s->tcv);
+	pthread_mutex_unlock(&s->mu);
+}
 
 static void
 queue_push(fed_server *s, srv_ctx *c)
@@ -171,10 +290,16 @@ worker_main(void *arg)
 	fed_server *s = arg;
 	srv_ctx *c;
 	while ((c = queue_pop(s)) != NULL) {
-		nng_msg *rep = s->handler(s->user, nng_msg_body(c->req),
-		    nng_msg_len(c->req));
-		nng_msg_free(c->req);
+		nng_msg *req = c->req;
+		uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(req));
+		void *tag = NULL;
 		c->req = NULL;
+		/* the handler owns req: it frees it once unpacked */
+		nng_msg *rep = s->handler(s->user, req, &tag);
+		if (tag != NULL && rep == NULL)
+			s->sent(s->user, tag);
+		else if (tag != NULL)
+			track_add(s, pipe, tag);
 		if (rep == NULL) {
 			ctx_recv(c);
 			continue;
@@ -241,7 +366,8 @@ server_contexts(fed_server *s)
 
 fed_server *
 fed_server_start(const char *url, const fed_tls_paths *tls, size_t max_msg,
-    int ncontexts, int nworkers, fed_handler handler, void *user)
+    int ncontexts, int nworkers, fed_handler handler, fed_sent_cb sent,
+    void *user)
 {
 	if (!is_tls_url(url) && strncmp(url, "tcp://", 6) != 0 &&
 	    strncmp(url, "ipc://", 6) != 0 && strncmp(url, "inproc://", 9) != 0) {
@@ -253,10 +379,20 @@ fed_server_start(const char *url, const fed_tls_paths *tls, size_t max_msg,
 		return NULL;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
+	pthread_cond_init(&s->tcv, NULL);
 	s->nctx = ncontexts > 0 ? ncontexts : 8;
 	s->nworkers = nworkers > 0 ? nworkers : 2;
 	s->handler = handler;
+	s->sent = sent;
 	s->user = user;
+	if (sent != NULL && pthread_create(&s->tracker, NULL, tracker_main,
+	    s) == 0)
+		s->tracker_on = 1;
+	if (sent != NULL && !s->tracker_on) {
+		fs_seterr("cannot start the transfer tracker thread");
+		fed_server_stop(s);
+		return NULL;
+	}
 	if (server_listen(s, url, tls, max_msg) != 0 ||
 	    server_contexts(s) != 0) {
 		char why[512];
@@ -289,9 +425,12 @@ fed_server_stop(fed_server *s)
 	pthread_mutex_lock(&s->mu);
 	s->stopping = 1;
 	pthread_cond_broadcast(&s->cv);
+	pthread_cond_broadcast(&s->tcv);
 	pthread_mutex_unlock(&s->mu);
 	for (int i = 0; i < s->nworkers && s->workers != NULL; i++)
 		pthread_join(s->workers[i], NULL);
+	if (s->tracker_on)
+		pthread_join(s->tracker, NULL); /* reports what it still had */
 	for (int i = 0; i < s->nctx && s->ctxs != NULL; i++)
 		if (s->ctxs[i].aio != NULL)
 			nng_aio_stop(s->ctxs[i].aio);
@@ -308,6 +447,7 @@ fed_server_stop(fed_server *s)
 	free(s->workers);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
+	pthread_cond_destroy(&s->tcv);
 	free(s);
 }
 

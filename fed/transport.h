@@ -10,7 +10,9 @@
  * Server: a rep0 socket with `ncontexts` nng contexts, each receiving with
  * its own aio; a received request is queued to `nworkers` worker threads
  * that call the handler, so slow work (signature checks, decoding,
- * aggregation) never stalls the receive path of other contexts.
+ * aggregation) never stalls the receive path of other contexts. The
+ * handler can ask to be told when a reply has really left (fed_sent_cb),
+ * to bound how many large replies nng holds at once.
  *
  * Client: a req0 socket dialled in the background (nng redials by itself);
  * the REQ resend timer is disabled so a large update is never sent twice
@@ -38,10 +40,24 @@ typedef struct {
 	const char *crl;          /* CRL (PEM) or NULL */
 } fed_tls_paths;
 
-/* Handler called on a worker thread for each request. req/len are
- * borrowed for the call. Returns the reply (ownership passes to the
- * transport) or NULL to send no reply (the requester then times out). */
-typedef nng_msg *(*fed_handler)(void *user, const uint8_t *req, size_t len);
+/* Handler called on a worker thread for each request. It owns req and
+ * should nng_msg_free it as soon as it has unpacked it (a large request is
+ * then not held while the handler works). Returns the reply (ownership
+ * passes to the transport) or NULL to send no reply (the requester then
+ * times out).
+ *
+ * Tracked replies: a handler that sets *track (non-NULL) is told, through
+ * the server's fed_sent_cb with that value, once the reply has been
+ * written out whole to its connection (nng frees it then), or the
+ * connection is gone, or 300 s passed. nng itself completes a reply's send
+ * as soon as it hands the message to the connection, long before a large
+ * one is written, so that completion says nothing about memory; the
+ * server watches the connection's tx_msgs statistic instead (polled every
+ * 10 ms while replies are tracked). The callback runs on the server's
+ * tracker thread; it is also called for a NULL reply, and for any still
+ * tracked at fed_server_stop. */
+typedef nng_msg *(*fed_handler)(void *user, nng_msg *req, void **track);
+typedef void (*fed_sent_cb)(void *user, void *track);
 
 typedef struct fed_server fed_server;
 
@@ -51,7 +67,7 @@ typedef struct fed_server fed_server;
  * Returns NULL with fs_error() on failure. */
 fed_server *fed_server_start(const char *url, const fed_tls_paths *tls,
     size_t max_msg, int ncontexts, int nworkers, fed_handler handler,
-    void *user);
+    fed_sent_cb sent, void *user);
 /* Re-reads the TLS files (e.g. a new CRL on SIGHUP) and swaps the new
  * config into the running listener; later handshakes use it (nng 1.5: the
  * one accept already pending still uses the old config). On failure the

@@ -20,6 +20,7 @@
 #include <cJSON.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -777,6 +778,99 @@ test_revoke(void)
 	agg_stop();
 }
 
+/* ---- Task fan-out bound ------------------------------------------------------- */
+
+typedef struct {
+	peer *p;
+	pthread_barrier_t *go;
+	int got, waits;
+} slot_job;
+
+/* Asks for a Task until one comes (60 s at most), counting the Waits that
+ * say the model transfers are busy. */
+static void *
+slot_thread(void *arg)
+{
+	slot_job *j = arg;
+	pthread_barrier_wait(j->go);
+	double end = fs_now() + 60;
+	while (!j->got && fs_now() < end) {
+		Fedseg__Envelope *r = task_request(j->p, UINT32_MAX);
+		int ms = 50;
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_TASK)
+			j->got = 1;
+		else if (r && r->body_case == FEDSEG__ENVELOPE__BODY_WAIT) {
+			ms = (int)r->wait->retry_after_ms;
+			j->waits += strstr(r->wait->reason, "model transfers "
+			    "busy") != NULL;
+		}
+		fed_msg_free(r);
+		if (!j->got)
+			usleep((useconds_t)ms * 1000);
+	}
+	return NULL;
+}
+
+/* Most "(K of M in flight)" in the log's AGG-TRANSFER lines, and their
+ * number. */
+static int
+log_max_inflight(int *lines)
+{
+	char *text = NULL, *s;
+	size_t n;
+	int most = 0;
+	*lines = 0;
+	if (fs_read_file(ALOG, 1 << 24, (void **)&text, &n) != 0)
+		return -1;
+	for (s = text; (s = strstr(s, "transfer slot taken (")) != NULL; s++) {
+		int k = atoi(s + strlen("transfer slot taken ("));
+		most = k > most ? k : most;
+		(*lines)++;
+	}
+	free(text);
+	return most;
+}
+
+/* max_task_transfers 1, three nodes asking for their Task at once with a
+ * model big enough (~6 M floats, 24 MB per Task) that one transfer takes
+ * a while: every node gets its Task, the others are told to wait
+ * meanwhile, and the aggregator never had two transfers in flight. */
+static void
+test_task_slots(void)
+{
+	peer p[3];
+	const char *cn[3] = { "n1", "n2", "n3" };
+	slot_job j[3];
+	pthread_t t[3];
+	pthread_barrier_t go;
+	T_PASS(agg_start("slots", "\"max_task_transfers\": 1, "
+	    "\"model\": {\"base\": 24, \"depth\": 4}", 1, 3, 3, 600));
+	for (int i = 0; i < 3; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	pthread_barrier_init(&go, NULL, 3);
+	int waits = 0, got = 0;
+	for (int i = 0; i < 3; i++) {
+		j[i] = (slot_job){ &p[i], &go, 0, 0 };
+		pthread_create(&t[i], NULL, slot_thread, &j[i]);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		got += j[i].got;
+		waits += j[i].waits;
+	}
+	pthread_barrier_destroy(&go);
+	T_OK(got == 3, "max_task_transfers 1: all three nodes get their Task "
+	    "(%d of 3)", got);
+	T_OK(waits > 0, "meanwhile the aggregator answered Wait \"model "
+	    "transfers busy\" (%d time(s))", waits);
+	int lines = 0, most = log_max_inflight(&lines);
+	T_OK(lines == 3 && most == 1, "the log shows 3 transfer slots taken, "
+	    "never more than 1 in flight (%d lines, most %d)", lines, most);
+	for (int i = 0; i < 3; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
 /* ---- allow-list ---------------------------------------------------------------- */
 
 static void
@@ -832,6 +926,7 @@ main(void)
 	test_allow_list();
 	test_rate_limit();
 	test_revoke();
+	test_task_slots();
 	if (t_fails == 0)
 		h_rmtree(T);
 	else
