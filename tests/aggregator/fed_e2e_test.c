@@ -49,6 +49,7 @@ static char T[PATH_MAX];
  * its durable state and the nodes must reconnect and finish by themselves. */
 static int RESTART;
 static int ROUNDS = 2;
+#define MAX_ROUNDS 5            /* size of the ledger-line arrays */
 /* "q8" mode: updates in q8; the FedAvg check then allows the q8 error and
  * the ledger's update sizes must be <= 26% of f32. */
 static const char *CODEC = "f32";
@@ -519,27 +520,40 @@ crash_runs(pid_t *ap, char **aargv, const char *log)
 		usleep(200000);
 		*ap = spawn_agg(aargv, log, points[i + 1]);
 	}
-	/* now a real SIGKILL at a random moment after the next accept */
-	double t0 = fs_now(), tb = bound(60);
-	int k0 = count_in_log(log, "AGG-ACCEPT"), st = 0;
-	while (count_in_log(log, "AGG-ACCEPT") == k0 && fs_now() - t0 < tb) {
-		if (waitpid(*ap, &st, WNOHANG) == *ap) {
-			printf("the federation finished before a random kill\n");
+	/* now real SIGKILLs at random moments: up to three times, each at a
+	 * random delay after the next accept (during the spool write of the
+	 * next update, the round close, the model write or the ledger line,
+	 * wherever the delay lands) */
+	unsigned seed = (unsigned)getpid();
+	for (int kill_no = 1; kill_no <= 3; kill_no++) {
+		double t0 = fs_now(), tb = bound(60);
+		int k0 = count_in_log(log, "AGG-ACCEPT"), st = 0;
+		while (count_in_log(log, "AGG-ACCEPT") == k0 &&
+		    fs_now() - t0 < tb) {
+			if (waitpid(*ap, &st, WNOHANG) == *ap) {
+				printf("the federation finished before random "
+				    "kill %d\n", kill_no);
+				*ap = -1;
+				return 0;
+			}
+			usleep(10000);
+		}
+		int ms = (int)(rand_r(&seed) % 400);
+		usleep((useconds_t)ms * 1000);
+		kill(*ap, SIGKILL);
+		st = h_wait(*ap, 10);
+		printf("random kill %d: aggregator SIGKILLed %d ms after an "
+		    "accept (status %d, %d ledger lines)\n", kill_no, ms, st,
+		    ledger_lines());
+		T_OK(st == 128 + SIGKILL || st == 0, "random SIGKILL %d (or "
+		    "already finished)", kill_no);
+		if (st == 0) {
 			*ap = -1;
 			return 0;
 		}
-		usleep(10000);
+		usleep(200000);
+		*ap = spawn_agg(aargv, log, NULL);
 	}
-	unsigned seed = (unsigned)getpid();
-	int ms = (int)(rand_r(&seed) % 400);
-	usleep((useconds_t)ms * 1000);
-	kill(*ap, SIGKILL);
-	st = h_wait(*ap, 10);
-	printf("aggregator SIGKILLed %d ms after an accept (status %d, %d "
-	    "ledger lines)\n", ms, st, ledger_lines());
-	T_OK(st == 128 + SIGKILL || st == 0, "random SIGKILL (or already "
-	    "finished)");
-	*ap = st == 0 ? -1 : spawn_agg(aargv, log, NULL);
 	return 0;
 }
 
@@ -755,7 +769,7 @@ main(int argc, char **argv)
 		ROUNDS = 3;
 	} else if (argc > 1 && strcmp(argv[1], "crash") == 0) {
 		CRASH = 1;
-		ROUNDS = 3;
+		ROUNDS = 5; /* room for 5 fixed crash points + 3 random kills */
 	} else if (argc > 1 && strcmp(argv[1], "q8") == 0) {
 		CODEC = "q8";
 	} else if (argc > 1 && strcmp(argv[1], "topk") == 0) {
@@ -787,7 +801,7 @@ main(int argc, char **argv)
 		printf("federation of 3 nodes x 2 rounds took %.1f s\n",
 		    fs_now() - t0);
 		size_t n = model_size();
-		cJSON *rounds[4] = { NULL, NULL, NULL, NULL };
+		cJSON *rounds[MAX_ROUNDS + 1] = { NULL };
 		check_ledger(rounds);
 		if (TOPK)
 			check_topk(n);
