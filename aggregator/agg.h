@@ -55,7 +55,10 @@ typedef struct {
 	size_t max_message_bytes;    /* NNG_OPT_RECVMAXSZ, announced in JoinAck */
 	int contexts;                /* nng contexts (concurrent requests) */
 	int workers;                 /* handler threads */
-	int max_task_transfers;      /* Task/Done replies in flight, 0 = any */
+	int max_model_transfers;     /* whole-model messages in flight: Task /
+	                              * Done replies + granted uploads (0 = any);
+	                              * alias max_task_transfers */
+	int upload_grant_ms;         /* an unused upload grant expires */
 	/* local training settings sent in every Task */
 	int train_steps;
 	double train_lr;

@@ -41,7 +41,8 @@ agg_config_default(void)
 	c.max_message_bytes = (size_t)512 << 20;
 	c.contexts = 16;
 	c.workers = 2;
-	c.max_task_transfers = 2;
+	c.max_model_transfers = 2;
+	c.upload_grant_ms = 60000;
 	c.train_steps = 20;
 	c.train_lr = 1e-3;
 	c.train_batch = 2;
@@ -96,7 +97,10 @@ static const key_def keys[] = {
 	    (double)((size_t)1 << 40), 0 },
 	{ "contexts", K_INT, O(contexts), 1, 1024, 0 },
 	{ "workers", K_INT, O(workers), 1, 64, 0 },
-	{ "max_task_transfers", K_INT, O(max_task_transfers), 0, 1024, 0 },
+	{ "max_model_transfers", K_INT, O(max_model_transfers), 0, 1024, 0 },
+	/* the key's name before uploads shared the budget */
+	{ "max_task_transfers", K_INT, O(max_model_transfers), 0, 1024, 0 },
+	{ "upload_grant_ms", K_INT, O(upload_grant_ms), 100, 86400000, 0 },
 	{ "wait_ms", K_INT, O(wait_ms), 10, 600000, 0 },
 	{ "log_level", K_LEVEL, O(log_level), 0, 0, 0 },
 	{ NULL, 0, 0, 0, 0, 0 },

@@ -112,6 +112,7 @@ agg_recheck_sessions(agg *a)
 		if (rv == 0)
 			continue;
 		n->has_session = 0;
+		agg_upload_drop(a, n);
 		int drop = a->phase == AGG_TRAINING && n->selected &&
 		    n->submitted != a->round;
 		if (drop) {
@@ -168,6 +169,7 @@ node_add(agg *a, const char *cn, const uint8_t session[FED_NONCE_LEN],
 	n->has_session = 1;
 	n->task_round = 0;
 	n->inflight = 0;
+	agg_upload_drop(a, n);
 	n->last_seen = fs_now();
 	n->got_done = 0;
 	return 0;
@@ -247,13 +249,16 @@ wait_reply_ms(int ms, const char *reason)
 /* ---- model transfer slots -------------------------------------------------
  *
  * Every Task and Done reply carries the whole model, packed into its own
- * nng message that nng holds until it is written out. At most
- * max_task_transfers of them are in flight (from the handler's return
- * until the transport reports the message written, agg_task_sent); a node
- * asking beyond that gets a Wait with a short retry hint. First come,
- * first served: a node told to wait keeps its place (task_queued) as long
- * as it keeps asking, and a newer asker does not take a slot that an
- * older waiter is due. */
+ * nng message that nng holds until it is written out; every Update brings
+ * one in (nng reads a request whole before the handler sees it). One
+ * budget, max_model_transfers, bounds both: a slot is held by a Task/Done
+ * reply from the handler's return until the transport reports it written
+ * (agg_task_sent), and by an upload from its UploadGrant until its Update
+ * has been checked (accepted or not) or the grant lapsed (upload_grant_ms).
+ * A node asking beyond that gets a Wait with a short retry hint. First
+ * come, first served across both kinds: a node told to wait keeps its
+ * place (task_queued) as long as it keeps asking, and a newer asker does
+ * not take a slot that an older waiter is due. */
 
 /* Retry hint for a node waiting for a slot (ms). */
 static int
@@ -262,20 +267,44 @@ slot_retry_ms(const agg *a)
 	return a->cfg.wait_ms < 200 ? a->cfg.wait_ms : 200;
 }
 
-/* Under a->mu. 1: a slot is taken for n (its reply must be tracked, or
- * the slot given back with slot_give); 0: n waits, why says so. */
-static int
-slot_take(agg *a, agg_node *n, char *why, size_t wl)
+/* Under a->mu: unused upload grants past their time give their slot back. */
+static void
+grants_expire(agg *a)
 {
-	int k = a->cfg.max_task_transfers, ahead = 0;
+	double now = fs_now();
+	for (int i = 0; i < a->nnodes; i++) {
+		agg_node *o = &a->nodes[i];
+		if (o->upload_slot != UP_GRANTED || now <= o->grant_expires)
+			continue;
+		o->upload_slot = UP_NONE;
+		if (a->cfg.max_model_transfers > 0)
+			a->task_inflight--;
+		fs_log(FS_LOG_WARN, "AGG-GRANT", "node %s: upload grant unused "
+		    "for %d ms: expired, slot given back", o->cn,
+		    a->cfg.upload_grant_ms);
+	}
+}
+
+void
+agg_upload_drop(agg *a, agg_node *n)
+{
+	if (n->upload_slot != UP_GRANTED)
+		return;
+	n->upload_slot = UP_NONE;
+	if (a->cfg.max_model_transfers > 0)
+		a->task_inflight--;
+}
+
+/* Under a->mu. 1: a slot may be taken for n now (the caller counts it);
+ * 0: n waits (its place in line is kept), why says so. */
+static int
+slot_free(agg *a, agg_node *n, const char *what, char *why, size_t wl)
+{
+	int k = a->cfg.max_model_transfers, ahead = 0;
 	double now = fs_now(), fresh = 3 * slot_retry_ms(a) / 1000.0 + 1.0;
 	if (k <= 0)
 		return 1;
-	if (n->task_sending) {
-		snprintf(why, wl, "the previous model sent to this node is "
-		    "still in transfer");
-		return 0;
-	}
+	grants_expire(a);
 	for (int i = 0; i < a->nnodes && a->task_inflight < k; i++) {
 		const agg_node *o = &a->nodes[i];
 		if (o != n && o->task_queued > 0 && o->has_session &&
@@ -286,16 +315,59 @@ slot_take(agg *a, agg_node *n, char *why, size_t wl)
 	if (a->task_inflight + ahead >= k) {
 		if (n->task_queued == 0)
 			n->task_queued = now;
-		snprintf(why, wl, "model transfers busy (%d of %d in flight, "
-		    "%d node(s) ahead)", a->task_inflight, k, ahead);
+		snprintf(why, wl, "%s busy (%d of %d model transfers in "
+		    "flight, %d node(s) ahead)", what, a->task_inflight, k,
+		    ahead);
 		return 0;
 	}
 	n->task_queued = 0;
+	return 1;
+}
+
+/* Under a->mu. 1: a slot is taken for n's Task/Done reply (it must be
+ * tracked, or the slot given back with slot_give); 0: n waits. */
+static int
+slot_take(agg *a, agg_node *n, char *why, size_t wl)
+{
+	if (a->cfg.max_model_transfers <= 0)
+		return 1;
+	if (n->task_sending) {
+		snprintf(why, wl, "the previous model sent to this node is "
+		    "still in transfer");
+		return 0;
+	}
+	if (!slot_free(a, n, "model transfers", why, wl))
+		return 0;
 	n->task_sending = 1;
 	a->task_inflight++;
 	fs_log(FS_LOG_INFO, "AGG-TRANSFER", "node %s: model transfer slot "
-	    "taken (%d of %d in flight)", n->cn, a->task_inflight, k);
+	    "taken (%d of %d in flight)", n->cn, a->task_inflight,
+	    a->cfg.max_model_transfers);
 	return 1;
+}
+
+/* Under a->mu: n's upload takes a slot (state st = UP_GRANTED or
+ * UP_CHECKING); 0 if none is free. */
+static int
+upload_take(agg *a, agg_node *n, int st, char *why, size_t wl)
+{
+	if (!slot_free(a, n, "upload slots", why, wl))
+		return 0;
+	n->upload_slot = st;
+	if (a->cfg.max_model_transfers > 0)
+		a->task_inflight++;
+	return 1;
+}
+
+/* Under a->mu: the Update of n has been checked; its slot goes back. */
+static void
+upload_done(agg *a, agg_node *n)
+{
+	if (n->upload_slot == UP_NONE)
+		return;
+	n->upload_slot = UP_NONE;
+	if (a->cfg.max_model_transfers > 0)
+		a->task_inflight--;
 }
 
 /* Under a->mu: gives a slot back (reply not sent, or written out). */
@@ -323,7 +395,7 @@ agg_task_sent(void *user, void *track)
 static void *
 slot_track(agg *a, agg_node *n)
 {
-	if (a->cfg.max_task_transfers <= 0)
+	if (a->cfg.max_model_transfers <= 0)
 		return NULL;
 	return (void *)(intptr_t)(n - a->nodes + 1);
 }
@@ -422,8 +494,8 @@ on_task_request(agg *a, const Fedseg__TaskRequest *r, void **track)
 	int wants = a->phase == AGG_DONE || (!heartbeat &&
 	    a->phase == AGG_TRAINING && n->selected &&
 	    n->submitted != a->round);
-	if (!wants)
-		n->task_queued = 0;
+	if (!wants && !heartbeat)
+		n->task_queued = 0; /* a heartbeat keeps an upload's place */
 	if (wants && !slot_take(a, n, why, sizeof why)) {
 		m = wait_reply_ms(slot_retry_ms(a), why);
 	} else if (a->phase == AGG_DONE) {
@@ -481,24 +553,26 @@ ack_reply(uint32_t round, int accepted, const char *reason)
 
 enum { U_OK = 0, U_REJECT = 1, U_LATE = 2, U_DUP = 3 };
 
-/* Checks an update against the round state, under a->mu. */
+/* Checks an update (or an UploadRequest for one) against the round state,
+ * under a->mu. */
 static int
-update_state_check(agg *a, const Fedseg__Update *u, const char *cn,
-    char *why, size_t wl)
+update_state_check(agg *a, const ProtobufCBinaryData *session,
+    uint32_t round, uint32_t base_version, const char *cn, char *why,
+    size_t wl)
 {
-	agg_node *n = node_by_session(a, &u->session);
+	agg_node *n = node_by_session(a, session);
 	if (n == NULL || strcmp(n->cn, cn) != 0) {
 		snprintf(why, wl, "unknown session for %s: Join first", cn);
 		return U_REJECT;
 	}
 	n->last_seen = fs_now();
-	if (u->round < a->round || (u->round == a->round &&
+	if (round < a->round || (round == a->round &&
 	    (a->phase == AGG_CLOSING || a->phase == AGG_DONE))) {
-		snprintf(why, wl, "late: round %u is closed", u->round);
-		return n->submitted == u->round ? U_DUP : U_LATE;
+		snprintf(why, wl, "late: round %u is closed", round);
+		return n->submitted == round ? U_DUP : U_LATE;
 	}
-	if (u->round > a->round || a->phase != AGG_TRAINING) {
-		snprintf(why, wl, "round %u is not open", u->round);
+	if (round > a->round || a->phase != AGG_TRAINING) {
+		snprintf(why, wl, "round %u is not open", round);
 		return U_REJECT;
 	}
 	if (n->submitted == a->round) {
@@ -510,9 +584,9 @@ update_state_check(agg *a, const Fedseg__Update *u, const char *cn,
 		snprintf(why, wl, "not selected for round %u", a->round);
 		return U_REJECT;
 	}
-	if (u->base_version != a->version) {
+	if (base_version != a->version) {
 		snprintf(why, wl, "wrong base version %u (global is %u)",
-		    u->base_version, a->version);
+		    base_version, a->version);
 		return U_REJECT;
 	}
 	return U_OK;
@@ -563,7 +637,8 @@ update_commit(agg *a, const Fedseg__Update *u, const char *cn,
     double norm, const char *file, char *why, size_t wl)
 {
 	pthread_mutex_lock(&a->mu);
-	int st = update_state_check(a, u, cn, why, wl);
+	int st = update_state_check(a, &u->session, u->round, u->base_version,
+	    cn, why, wl);
 	if (st == U_OK && agg_contrib_add(a, agg_node_find(a, cn), u, norm,
 	    file) != 0) {
 		snprintf(why, wl, "%s", fs_error());
@@ -602,13 +677,39 @@ inflight_clear(agg *a, const char *cn)
 	pthread_mutex_unlock(&a->mu);
 }
 
-/* Order: certificate -> state check (and an in-flight mark, so that two
- * copies of one node's update never race for its spool file) -> signature,
- * digest, decoding -> spool file durable -> counted under the lock -> ack. */
-static nng_msg *
-on_update(agg *a, const Fedseg__Update *u)
+/* Under a->mu: the upload slot for n's Update. The grant it holds (token
+ * matching, not lapsed) becomes the slot of the check; without one, a slot
+ * free at this moment is taken (an Update that did not ask first is still
+ * taken when the aggregator is not busy); otherwise 0 and why says so. */
+static int
+update_slot(agg *a, agg_node *n, const Fedseg__Update *u, char *why,
+    size_t wl)
 {
-	char cn[FED_CN_MAX] = "?", why[256], file[80];
+	char busy[160];
+	grants_expire(a);
+	if (n->upload_slot == UP_GRANTED && u->grant.len == sizeof n->grant &&
+	    memcmp(u->grant.data, n->grant, sizeof n->grant) == 0) {
+		n->upload_slot = UP_CHECKING;
+		return 1;
+	}
+	if (n->upload_slot == UP_GRANTED)
+		agg_upload_drop(a, n); /* a stale token: ask the slot again */
+	if (upload_take(a, n, UP_CHECKING, busy, sizeof busy))
+		return 1;
+	snprintf(why, wl, "busy: %s; no valid upload grant: send an "
+	    "UploadRequest first", busy);
+	return 0;
+}
+
+/* Order: certificate -> state check (and an in-flight mark, so that two
+ * copies of one node's update never race for its spool file) -> upload
+ * slot -> signature, digest, decoding -> spool file durable -> counted
+ * under the lock -> ack. The slot goes back when the check is over. */
+static nng_msg *
+update_check(agg *a, const Fedseg__Update *u, char cn[FED_CN_MAX],
+    int *held)
+{
+	char why[256], file[80];
 	double norm = 0;
 	if (agg_update_cert(a, &u->cert_pem, cn) != 0) {
 		fs_log(FS_LOG_WARN, "AGG-REJECT", "update refused: %s",
@@ -622,15 +723,19 @@ on_update(agg *a, const Fedseg__Update *u)
 		    a->cfg.rate_per_s);
 		return update_refuse(cn, u->round, U_REJECT, why);
 	}
-	int st = update_state_check(a, u, cn, why, sizeof why);
+	int st = update_state_check(a, &u->session, u->round,
+	    u->base_version, cn, why, sizeof why);
 	if (st == U_OK) {
 		agg_node *n = agg_node_find(a, cn);
 		if (n->inflight == u->round) {
 			snprintf(why, sizeof why, "busy: another update from "
 			    "%s for round %u is being checked", cn, u->round);
 			st = U_REJECT;
+		} else if (!update_slot(a, n, u, why, sizeof why)) {
+			st = U_REJECT;
 		} else {
 			n->inflight = u->round;
+			*held = 1;
 		}
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -663,6 +768,106 @@ on_update(agg *a, const Fedseg__Update *u)
 	    u->metrics ? u->metrics->mean_loss : 0.0, dh);
 	agg_crash_point("before_ack");
 	return ack_reply(u->round, 1, why);
+}
+
+/* The Update has been checked (accepted or not): the upload slot of its
+ * node, a grant included, goes back. The caller frees the request (the
+ * payload) right after. */
+static nng_msg *
+on_update(agg *a, const Fedseg__Update *u)
+{
+	char cn[FED_CN_MAX] = "?";
+	int held = 0;
+	nng_msg *m = update_check(a, u, cn, &held);
+	pthread_mutex_lock(&a->mu);
+	agg_node *n = agg_node_find(a, cn);
+	if (n != NULL && held)
+		upload_done(a, n);
+	else if (n != NULL && n->upload_slot == UP_GRANTED &&
+	    u->grant.len == sizeof n->grant &&
+	    memcmp(u->grant.data, n->grant, sizeof n->grant) == 0)
+		agg_upload_drop(a, n); /* its grant was used (refused) */
+	pthread_mutex_unlock(&a->mu);
+	return m;
+}
+
+/* ---- UploadRequest ------------------------------------------------------- */
+
+static nng_msg *
+grant_reply(agg *a, agg_node *n, uint32_t round)
+{
+	Fedseg__UploadGrant g = FEDSEG__UPLOAD_GRANT__INIT;
+	g.token = (ProtobufCBinaryData){ sizeof n->grant, n->grant };
+	g.expires_in_ms = (uint32_t)a->cfg.upload_grant_ms;
+	g.round = round;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_UPLOAD_GRANT;
+	env.upload_grant = &g;
+	return reply(&env);
+}
+
+/* The Update it announces is checked against the round state first: one
+ * that would be late, a duplicate or refused gets that UpdateAck at once
+ * (no upload). Otherwise an upload slot: UploadGrant, or Wait "upload slots
+ * busy" (its place in line kept while it asks again). Asking again while
+ * holding a grant renews it (same token). */
+static nng_msg *
+on_upload_request(agg *a, const Fedseg__UploadRequest *r)
+{
+	char why[256];
+	nng_msg *m;
+	pthread_mutex_lock(&a->mu);
+	agg_node *n = node_by_session(a, &r->session);
+	if (n == NULL) {
+		pthread_mutex_unlock(&a->mu);
+		return fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
+		    "first");
+	}
+	if (!rate_ok(a, n)) {
+		pthread_mutex_unlock(&a->mu);
+		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
+		    "requests/s", a->cfg.rate_per_s);
+	}
+	int st = update_state_check(a, &r->session, r->round, r->base_version,
+	    n->cn, why, sizeof why);
+	if (st == U_OK && r->payload_bytes > a->cfg.max_message_bytes) {
+		snprintf(why, sizeof why, "an update of %llu bytes is over "
+		    "max_message_bytes %zu", (unsigned long long)
+		    r->payload_bytes, a->cfg.max_message_bytes);
+		st = U_REJECT;
+	}
+	if (st != U_OK) {
+		agg_upload_drop(a, n);
+		char cn[FED_CN_MAX];
+		snprintf(cn, sizeof cn, "%s", n->cn);
+		pthread_mutex_unlock(&a->mu);
+		return update_refuse(cn, r->round, st, why);
+	}
+	grants_expire(a);
+	int renew = n->upload_slot == UP_GRANTED && n->grant_round == r->round;
+	if (n->upload_slot == UP_CHECKING || n->inflight == r->round) {
+		m = wait_reply_ms(slot_retry_ms(a), "busy: an update from this "
+		    "node is being checked");
+	} else if (n->upload_slot == UP_GRANTED ||
+	    upload_take(a, n, UP_GRANTED, why, sizeof why)) {
+		if (!renew && fed_random(n->grant, sizeof n->grant) != 0) {
+			upload_done(a, n);
+			pthread_mutex_unlock(&a->mu);
+			return fed_msg_error(FED_ERR_INTERNAL, "%s", fs_error());
+		}
+		n->grant_round = r->round;
+		n->grant_expires = fs_now() + a->cfg.upload_grant_ms / 1000.0;
+		fs_log(FS_LOG_INFO, "AGG-GRANT", "node %s: upload slot %s for "
+		    "round %u, %llu bytes (%d of %d model transfers in flight)",
+		    n->cn, renew ? "renewed" : "granted", r->round,
+		    (unsigned long long)r->payload_bytes, a->task_inflight,
+		    a->cfg.max_model_transfers);
+		m = grant_reply(a, n, r->round);
+	} else {
+		m = wait_reply_ms(slot_retry_ms(a), why);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return m;
 }
 
 /* ---- Status -------------------------------------------------------------- */
@@ -701,13 +906,18 @@ agg_handle(void *user, nng_msg *req, void **track)
 {
 	agg *a = user;
 	Fedseg__Envelope *env = NULL;
-	int code = 0;
+	int code = 0, borrowed = 0;
 	nng_msg *m;
-	/* protobuf-c copies the bytes fields: the received message (a whole
-	 * update) goes at once, before the checks */
-	int bad = fed_msg_unpack(nng_msg_body(req), nng_msg_len(req), &env,
-	    &code);
-	nng_msg_free(req);
+	/* protobuf-c copies the bytes fields: an Update's payload is not
+	 * unpacked but read in place (the request is freed once the Update
+	 * has been checked, so an upload is in memory once); any other
+	 * request goes at once, before the work */
+	int bad = fed_msg_unpack_borrow(nng_msg_body(req), nng_msg_len(req),
+	    &env, &code, &borrowed);
+	if (!borrowed) {
+		nng_msg_free(req);
+		req = NULL;
+	}
 	if (bad != 0) {
 		fs_log(FS_LOG_WARN, "AGG-BADMSG", "%s", fs_error());
 		return fed_msg_error(code, "%s", fs_error());
@@ -718,6 +928,9 @@ agg_handle(void *user, nng_msg *req, void **track)
 		m = on_task_request(a, env->task_request, track);
 		break;
 	case FEDSEG__ENVELOPE__BODY_UPDATE: m = on_update(a, env->update); break;
+	case FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST:
+		m = on_upload_request(a, env->upload_request);
+		break;
 	case FEDSEG__ENVELOPE__BODY_STATUS_REQUEST: m = on_status(a); break;
 	default:
 		fs_log(FS_LOG_WARN, "AGG-BADMSG", "unexpected %s request",
@@ -726,6 +939,8 @@ agg_handle(void *user, nng_msg *req, void **track)
 		    fed_msg_kind(env));
 		break;
 	}
-	fed_msg_free(env);
+	fed_msg_free_borrowed(env, borrowed);
+	if (req != NULL)
+		nng_msg_free(req);
 	return m;
 }

@@ -20,6 +20,7 @@
 #include "transport.h"
 
 enum { AGG_WAITING, AGG_TRAINING, AGG_CLOSING, AGG_DONE };
+enum { UP_NONE, UP_GRANTED, UP_CHECKING };
 
 typedef struct {
 	char cn[FED_CN_MAX];
@@ -38,6 +39,10 @@ typedef struct {
 	int task_sending;        /* a Task/Done reply to it is still in nng */
 	double task_queued;      /* fs_now() it was first told to wait for a
 	                          * transfer slot (0: not waiting) */
+	int upload_slot;         /* UP_NONE, UP_GRANTED, UP_CHECKING */
+	uint8_t grant[16];       /* token of its upload grant */
+	double grant_expires;    /* fs_now() an unused grant lapses */
+	uint32_t grant_round;    /* round the grant was given for */
 } agg_node;
 
 typedef struct {
@@ -92,8 +97,10 @@ typedef struct agg {
 	int nnodes, capnodes;
 	int nselected;
 	double bytes_out;            /* Task bytes sent this round */
-	int task_inflight;           /* Task/Done replies not yet written out
-	                              * (bounded by max_task_transfers) */
+	int task_inflight;           /* whole-model messages in flight: Task /
+	                              * Done replies not yet written out, and
+	                              * upload slots held (granted, or an Update
+	                              * being checked); <= max_model_transfers */
 	double deadline;             /* fs_now() at which the round may close */
 	int deadline_warned;         /* logged "deadline passed, too few" */
 	double done_at;
@@ -180,5 +187,8 @@ void agg_task_sent(void *user, void *track);
  * Takes a->mu and trust_mu. Returns the number of sessions ended. */
 int agg_recheck_sessions(agg *a);
 agg_node *agg_node_find(agg *a, const char *cn);
+/* Under a->mu: gives back n's upload slot (session ended, or replaced). An
+ * Update being checked keeps its slot until the check is over. */
+void agg_upload_drop(agg *a, agg_node *n);
 
 #endif

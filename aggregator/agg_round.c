@@ -447,6 +447,7 @@ expire_sessions(agg *a)
 		if (!n->has_session || now - n->last_seen <= a->cfg.node_timeout_s)
 			continue;
 		n->has_session = 0;
+		agg_upload_drop(a, n);
 		int drop = a->phase == AGG_TRAINING && n->selected &&
 		    n->submitted != a->round;
 		if (drop) {

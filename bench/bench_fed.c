@@ -107,6 +107,7 @@ typedef struct {
 	/* settings */
 	const char *name;
 	int base, depth, nodes, rounds, wait_ms, verify, shared;
+	int xfers; /* max_model_transfers written to agg.json, -1 = default */
 	/* derived */
 	size_t nw;
 	uint8_t table[32];
@@ -231,10 +232,48 @@ static int verify_model(client *c, const ProtobufCBinaryData *w,
 	return 0;
 }
 
-/* Encode (f32), hash, sign, send; 0 when acknowledged as accepted. */
+/* UploadRequest until granted (token into tok); 0 granted, -1 refused. */
+static int ask_grant(client *c, uint32_t round, uint32_t version, size_t pn,
+    uint8_t tok[16], size_t *tokl)
+{
+	for (int tries = 0; tries < 100000; tries++) {
+		Fedseg__UploadRequest ur = FEDSEG__UPLOAD_REQUEST__INIT;
+		ur.session = (ProtobufCBinaryData){32, c->session};
+		ur.round = round;
+		ur.base_version = version;
+		ur.payload_bytes = pn;
+		Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+		env.body_case = FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST;
+		env.upload_request = &ur;
+		Fedseg__Envelope *r = call(c, &env, NULL);
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_UPLOAD_GRANT &&
+		    r->upload_grant->token.len == 16) {
+			memcpy(tok, r->upload_grant->token.data, 16);
+			*tokl = 16;
+			fed_msg_free(r);
+			return 0;
+		}
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_WAIT) {
+			usleep(r->wait->retry_after_ms * 1000u);
+			fed_msg_free(r);
+			continue;
+		}
+		if (r)
+			snprintf(c->err, sizeof c->err, "upload request answered "
+			    "%s", fed_msg_kind(r));
+		fed_msg_free(r);
+		return -1;
+	}
+	return -1;
+}
+
+/* Encode (f32), hash, sign, ask for an upload slot, send; 0 when
+ * acknowledged as accepted. */
 static int send_update(client *c, uint32_t round, uint32_t version,
     size_t *bytes)
 {
+	uint8_t tok[16];
+	size_t tokl = 0;
 	fedrun *R = c->R;
 	uint8_t digest[32], text[FED_SIGTEXT_MAX], *pl = NULL, *sig = NULL;
 	size_t pn = 0, sl = 0, cl = 0;
@@ -271,7 +310,11 @@ static int send_update(client *c, uint32_t round, uint32_t version,
 	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
 	env.update = &u;
 	c->prep_s += now_s() - t0; /* packing is inside call() */
-	Fedseg__Envelope *r = call(c, &env, bytes);
+	Fedseg__Envelope *r = NULL;
+	if (ask_grant(c, round, version, pn, tok, &tokl) == 0) {
+		u.grant = (ProtobufCBinaryData){tokl, tok};
+		r = call(c, &env, bytes);
+	}
 	if (!R->shared)
 		free(pl);
 	free(sig);
@@ -446,9 +489,14 @@ static int model_table_of(fedrun *R)
 	return 0;
 }
 
+static int XFERS = -1; /* --model-transfers */
+
 static int write_config(fedrun *R)
 {
-	char p[PATH_MAX + 96], cfg[16384];
+	char p[PATH_MAX + 96], cfg[16384], xf[64] = "";
+	if (R->xfers >= 0)
+		snprintf(xf, sizeof xf, " \"max_model_transfers\": %d,\n",
+		    R->xfers);
 	int patch = 8 << R->depth; /* a multiple of 2^(depth-1) */
 	snprintf(cfg, sizeof cfg,
 	    "{\"listen\": \"%s\", \"cert\": \"%s/aggregator.pem\",\n"
@@ -457,10 +505,10 @@ static int write_config(fedrun *R)
 	    " \"rounds\": %d, \"min_nodes\": %d, \"min_updates\": %d,\n"
 	    " \"round_deadline_s\": 600, \"codec\": \"f32\",\n"
 	    " \"max_message_bytes\": %zu, \"wait_ms\": %d,\n"
-	    " \"rate_limit_per_s\": 0, \"node_timeout_s\": 0,\n"
+	    " \"rate_limit_per_s\": 0, \"node_timeout_s\": 0,\n%s"
 	    " \"train\": {\"steps\": 1, \"batch\": 1, \"patch\": %d}}\n",
 	    R->url, PKI, PKI, PKI, R->base, R->depth, R->rounds, R->nodes,
-	    R->nodes, R->nw * 4 * 2 + (16u << 20), R->wait_ms, patch);
+	    R->nodes, R->nw * 4 * 2 + (16u << 20), R->wait_ms, xf, patch);
 	snprintf(p, sizeof p, "%s/agg.json", R->dir);
 	return h_write(p, cfg);
 }
@@ -742,6 +790,7 @@ out:
 static int bench_round(int quick, int repeats)
 {
 	fedrun *R = calloc(1, sizeof *R);
+	R->xfers = XFERS;
 	double thr[64], rt[MAXR], base[MAXR], rat[MAXR];
 	int nthr = 0, reps = quick ? 2 : 3;
 	R->name = "round";
@@ -841,6 +890,7 @@ static int bench_scale(int quick)
 	double per10 = 0, hwm10 = 0;
 	for (int k = 0; k < ns; k++) {
 		fedrun *R = calloc(1, sizeof *R);
+		R->xfers = XFERS;
 		char name[32];
 		snprintf(name, sizeof name, "scale-%d", sizes[k]);
 		R->name = name;
@@ -914,8 +964,11 @@ static int bench_rss(int quick)
 	R->wait_ms = 50;
 	R->verify = 0; /* clients only send: the figure is the aggregator's */
 	R->shared = 1;
+	/* the bound, 3 x model: 2 resident + 1 in flight */
+	R->xfers = XFERS >= 0 ? XFERS : 1;
 	if (model_table_of(R) != 0)
 		return -1;
+	msg("rss: max_model_transfers %d", R->xfers);
 	msg("rss: 16 clients, 1 round, %zu floats (%.1f MB)", R->nw,
 	    R->nw * 4 / 1e6);
 	if (fed_run(R) != 0)
@@ -936,11 +989,11 @@ static int bench_rss(int quick)
 	snprintf(note, sizeof note, "16 protocol clients each send one signed "
 	    "f32 update of %zu floats (model %.1f MiB; base %d depth %d) in one "
 	    "round to the real fedseg-aggregator (contexts 16, workers 2, "
-	    "fedavg); VmHWM from /proc/PID/status sampled every 20 ms; round "
+	    "fedavg, max_model_transfers %d); VmHWM from /proc/PID/status sampled every 20 ms; round "
 	    "took %.1f s (Task 1 -> Done), whole run %.1f s; peak VmRSS "
 	    "sampled while the 16 Tasks went out %.0f MiB, afterwards (16 "
 	    "uploads, FedAvg, checkpoint, Done) %.0f MiB", R->nw, model,
-	    R->base, R->depth, round_time(R, 1), R->wall, pdl / 1024.0,
+	    R->base, R->depth, R->xfers, round_time(R, 1), R->wall, pdl / 1024.0,
 	    pup / 1024.0);
 	bench_emit("fedavg_agg_rss", "aggregator peak RSS, 16 updates over TLS",
 	    "MiB", v, "3 x model + 64 MiB", b, mib / lim, "VmHWM / (3 x model + "
@@ -955,6 +1008,7 @@ int main(int argc, char **argv)
 	    {"quick", no_argument, 0, 'q'}, {"repeats", required_argument, 0, 'r'},
 	    {"bin", required_argument, 0, 'b'}, {"only", required_argument, 0, 'o'},
 	    {"keep", no_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+	    {"model-transfers", required_argument, 0, 'x'},
 	    {0, 0, 0, 0}};
 	int quick = 0, repeats = 5, keep = 0, c;
 	const char *only = NULL;
@@ -965,9 +1019,13 @@ int main(int argc, char **argv)
 		case 'b': BIN = optarg; break;
 		case 'o': only = optarg; break;
 		case 'k': keep = 1; break;
+		case 'x': XFERS = atoi(optarg); break;
 		case 'h':
 			printf("usage: bench_fed --bin BUILD_DIR [--quick] "
 			    "[--repeats N] [--only round|scale|rss] [--keep]\n"
+			    "       [--model-transfers K]  (agg.json "
+			    "max_model_transfers; rss default 1, others the "
+			    "aggregator's default)\n"
 			    "Federation benchmarks against the real "
 			    "fedseg-aggregator over mutual TLS; JSON lines on "
 			    "stdout (bench/bench_util.h).\n");

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -54,6 +55,138 @@ fed_msg_unpack(const void *data, size_t len, Fedseg__Envelope **env,
 	return 0;
 }
 
+/* ---- unpacking an Update without copying its payload ------------------ */
+
+static int
+wire_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+	uint64_t r = 0;
+	for (int s = 0; s < 64 && *i < n; s += 7) {
+		uint8_t b = p[(*i)++];
+		r |= (uint64_t)(b & 0x7f) << s;
+		if (!(b & 0x80)) {
+			*v = r;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Steps over one field of wire type wt at *i; for wire type 2 the value's
+ * offset and length go to *vo, *vl. */
+static int
+wire_skip(const uint8_t *p, size_t n, size_t *i, int wt, size_t *vo,
+    size_t *vl)
+{
+	uint64_t v;
+	switch (wt) {
+	case 0: return wire_varint(p, n, i, &v);
+	case 1: v = 8; break;
+	case 5: v = 4; break;
+	case 2:
+		if (wire_varint(p, n, i, &v) != 0)
+			return -1;
+		*vo = *i;
+		*vl = (size_t)v;
+		break;
+	default: return -1;
+	}
+	if (v > n - *i)
+		return -1;
+	*i += (size_t)v;
+	return 0;
+}
+
+/* Finds the only occurrence of field `num` (wire type 2) in p[0..n):
+ * key offset *ko, value offset *vo and length *vl. -1 if absent, repeated
+ * or the bytes do not walk. */
+static int
+wire_find(const uint8_t *p, size_t n, unsigned num, size_t *ko, size_t *vo,
+    size_t *vl)
+{
+	size_t i = 0;
+	int found = 0;
+	while (i < n) {
+		size_t k = i, o = 0, l = 0;
+		uint64_t key;
+		if (wire_varint(p, n, &i, &key) != 0 ||
+		    wire_skip(p, n, &i, (int)(key & 7), &o, &l) != 0)
+			return -1;
+		if ((key >> 3) == num) {
+			if ((key & 7) != 2 || found++)
+				return -1;
+			*ko = k;
+			*vo = o;
+			*vl = l;
+		}
+	}
+	return found ? 0 : -1;
+}
+
+static size_t
+wire_put_varint(uint8_t *b, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		b[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v != 0);
+	return n;
+}
+
+int
+fed_msg_unpack_borrow(const void *data, size_t len, Fedseg__Envelope **env,
+    int *code, int *borrowed)
+{
+	const uint8_t *p = data;
+	size_t uk, uo, ul, pk, po, pl;
+	*borrowed = 0;
+	/* Envelope field 6 = update, Update field 5 = payload */
+	if (wire_find(p, len, 6, &uk, &uo, &ul) != 0 ||
+	    wire_find(p + uo, ul, 5, &pk, &po, &pl) != 0 || pl < 4096)
+		return fed_msg_unpack(data, len, env, code);
+	pk += uo;
+	po += uo;
+	size_t cut = po + pl - pk, sub = ul - cut;
+	uint8_t *b = malloc(len - cut + 16);
+	if (b == NULL)
+		return fed_msg_unpack(data, len, env, code);
+	size_t n = 0;
+	memcpy(b, p, uk);                       /* fields before the update */
+	n = uk;
+	b[n++] = (6 << 3) | 2;
+	n += wire_put_varint(b + n, sub);
+	memcpy(b + n, p + uo, pk - uo);         /* update before its payload */
+	n += pk - uo;
+	memcpy(b + n, p + po + pl, uo + ul - (po + pl)); /* ... after it */
+	n += uo + ul - (po + pl);
+	memcpy(b + n, p + uo + ul, len - (uo + ul)); /* fields after */
+	n += len - (uo + ul);
+	int rv = fed_msg_unpack(b, n, env, code);
+	free(b);
+	if (rv != 0)
+		return rv;
+	if ((*env)->body_case != FEDSEG__ENVELOPE__BODY_UPDATE ||
+	    (*env)->update->payload.len != 0) {
+		/* not the shape walked above: unpack the plain way */
+		fed_msg_free(*env);
+		*env = NULL;
+		return fed_msg_unpack(data, len, env, code);
+	}
+	(*env)->update->payload = (ProtobufCBinaryData){ pl,
+		(uint8_t *)p + po };
+	*borrowed = 1;
+	return 0;
+}
+
+void
+fed_msg_free_borrowed(Fedseg__Envelope *env, int borrowed)
+{
+	if (env != NULL && borrowed && env->update != NULL)
+		env->update->payload = (ProtobufCBinaryData){ 0, NULL };
+	fed_msg_free(env);
+}
+
 void
 fed_msg_free(Fedseg__Envelope *env)
 {
@@ -86,7 +219,8 @@ fed_msg_kind(const Fedseg__Envelope *env)
 {
 	static const char *names[] = { "none", "?", "join", "join_ack",
 		"task_request", "task", "update", "update_ack", "wait", "done",
-		"status_request", "status", "error" };
+		"status_request", "status", "error", "upload_request",
+		"upload_grant" };
 	unsigned c = (unsigned)env->body_case;
 	return c < sizeof names / sizeof names[0] ? names[c] : "?";
 }

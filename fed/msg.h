@@ -47,6 +47,14 @@ int fed_msg_pack(Fedseg__Envelope *env, nng_msg **out);
 int fed_msg_unpack(const void *data, size_t len, Fedseg__Envelope **env,
     int *code);
 void fed_msg_free(Fedseg__Envelope *env);
+/* Like fed_msg_unpack, but an Update's payload (>= 4 KiB) is not copied:
+ * env->update->payload points into data, which must outlive *env; then
+ * *borrowed = 1 and *env is freed with fed_msg_free_borrowed. Other
+ * messages (and odd encodings) are unpacked the plain way (*borrowed = 0).
+ * The aggregator uses it so that an upload is in memory once, not twice. */
+int fed_msg_unpack_borrow(const void *data, size_t len,
+    Fedseg__Envelope **env, int *code, int *borrowed);
+void fed_msg_free_borrowed(Fedseg__Envelope *env, int borrowed);
 
 /* Builds an Error envelope message (code, printf reason). NULL on OOM. */
 nng_msg *fed_msg_error(int code, const char *fmt, ...)

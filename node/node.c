@@ -927,42 +927,121 @@ make_pending(node *nd, const Fedseg__Task *t, const round_info *ri)
 	return rv;
 }
 
-/* Signs the pending update for the current session and sends it.
- * Returns 0 answered (accepted or not), -1 transport failure (the update
- * stays pending and is sent again). */
+static double jitter(void);
+
+/* Asks the aggregator for an upload slot before sending update u (docs/
+ * protocol.md, "Uploads"): UploadRequest until an UploadGrant comes (token
+ * into tok, *tokl), honouring Wait's retry hint (with some jitter) while
+ * the heartbeat thread keeps the session alive. Returns 0 granted (*tokl
+ * = 0: an aggregator that predates grants; the Update goes without one),
+ * 1 answered with the UpdateAck the Update would get (*ack, no upload
+ * needed: late, duplicate, refused), -1 transport failure or error. */
+static int
+ask_upload(node *nd, const Fedseg__Update *u, uint8_t tok[16], size_t *tokl,
+    Fedseg__Envelope **ack)
+{
+	*tokl = 0;
+	while (!node_stop) {
+		Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT, *rep = NULL;
+		Fedseg__UploadRequest ur = FEDSEG__UPLOAD_REQUEST__INIT;
+		ur.session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
+		ur.round = u->round;
+		ur.base_version = u->base_version;
+		ur.payload_bytes = u->payload.len;
+		env.body_case = FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST;
+		env.upload_request = &ur;
+		if (call(nd, &env, &rep) != 0)
+			return -1;
+		switch (rep->body_case) {
+		case FEDSEG__ENVELOPE__BODY_UPLOAD_GRANT: {
+			const Fedseg__UploadGrant *g = rep->upload_grant;
+			size_t l = g->token.len < 16 ? g->token.len : 16;
+			memcpy(tok, g->token.data, l);
+			*tokl = l;
+			fs_log(FS_LOG_DEBUG, "NODE-GRANT", "round %u: upload slot "
+			    "granted for %u ms", u->round, g->expires_in_ms);
+			fed_msg_free(rep);
+			return 0;
+		}
+		case FEDSEG__ENVELOPE__BODY_WAIT: {
+			double s = rep->wait->retry_after_ms / 1000.0;
+			fs_log(FS_LOG_DEBUG, "NODE-WAIT", "upload: %s",
+			    rep->wait->reason);
+			fed_msg_free(rep);
+			nap(s * (1.0 + 0.25 * jitter()));
+			continue;
+		}
+		case FEDSEG__ENVELOPE__BODY_UPDATE_ACK:
+			*ack = rep;
+			return 1;
+		case FEDSEG__ENVELOPE__BODY_ERROR:
+			if (rep->error->code == FED_ERR_REQUEST &&
+			    strstr(rep->error->reason, "unexpected") != NULL) {
+				/* an aggregator without upload grants */
+				fed_msg_free(rep);
+				return 0;
+			}
+			if (rep->error->code == FED_ERR_AUTH)
+				nd->joined = 0;
+			fs_seterr("upload request refused: %s",
+			    rep->error->reason);
+			fed_msg_free(rep);
+			return -1;
+		default:
+			fs_seterr("unexpected %s reply to an upload request",
+			    fed_msg_kind(rep));
+			fed_msg_free(rep);
+			return -1;
+		}
+	}
+	return fs_seterr("stopped");
+}
+
+/* Asks for an upload slot, then signs the pending update for the current
+ * session and sends it. Returns 0 answered (accepted or not), -1 transport
+ * failure (the update stays pending and is sent again). */
 static int
 send_pending(node *nd, const round_info *ri)
 {
 	Fedseg__Update *u = nd_pending.u;
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT, *rep = NULL;
-	uint8_t text[FED_SIGTEXT_MAX], *sig = NULL;
-	size_t sl = 0, cl = 0;
-	size_t tl = fed_sigtext_update(text, u->payload_digest.data, u->round,
-	    u->base_version, u->sample_count, nd->session);
-	if (fed_sign(nd->id, text, tl, &sig, &sl) != 0)
+	uint8_t text[FED_SIGTEXT_MAX], *sig = NULL, tok[16];
+	size_t sl = 0, cl = 0, tokl = 0;
+	int g = ask_upload(nd, u, tok, &tokl, &rep);
+	if (g < 0)
 		return -1;
-	u->session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
-	u->cert_pem.data = (uint8_t *)fed_identity_cert_pem(nd->id, &cl);
-	u->cert_pem.len = cl;
-	u->signature = (ProtobufCBinaryData){ sl, sig };
-	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
-	env.update = u;
-	if (getenv("FEDSEG_TEST_CRASH_AT") != NULL &&
-	    strcmp(getenv("FEDSEG_TEST_CRASH_AT"), "node_mid_upload") == 0) {
-		/* test only: start the upload, die before its reply */
-		nng_msg *m = NULL, *r = NULL;
-		if (fed_msg_pack(&env, &m) == 0)
-			fed_client_call(nd->cli, m, 2, &r, NULL);
-		crash_point("node_mid_upload");
+	if (g == 0) {
+		size_t tl = fed_sigtext_update(text, u->payload_digest.data,
+		    u->round, u->base_version, u->sample_count, nd->session);
+		if (fed_sign(nd->id, text, tl, &sig, &sl) != 0)
+			return -1;
+		u->session = (ProtobufCBinaryData){ FED_NONCE_LEN, nd->session };
+		u->cert_pem.data = (uint8_t *)fed_identity_cert_pem(nd->id, &cl);
+		u->cert_pem.len = cl;
+		u->signature = (ProtobufCBinaryData){ sl, sig };
+		u->grant = (ProtobufCBinaryData){ tokl, tokl ? tok : NULL };
+		env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
+		env.update = u;
+		if (getenv("FEDSEG_TEST_CRASH_AT") != NULL &&
+		    strcmp(getenv("FEDSEG_TEST_CRASH_AT"),
+		    "node_mid_upload") == 0) {
+			/* test only: start the upload, die before its reply */
+			nng_msg *m = NULL, *r = NULL;
+			if (fed_msg_pack(&env, &m) == 0)
+				fed_client_call(nd->cli, m, 2, &r, NULL);
+			crash_point("node_mid_upload");
+		}
+		int rv = call(nd, &env, &rep);
+		/* the strings in *u point at our buffers: detach before any
+		 * free */
+		u->session = (ProtobufCBinaryData){ 0, NULL };
+		u->cert_pem = (ProtobufCBinaryData){ 0, NULL };
+		u->signature = (ProtobufCBinaryData){ 0, NULL };
+		u->grant = (ProtobufCBinaryData){ 0, NULL };
+		free(sig);
+		if (rv != 0)
+			return -1;
 	}
-	int rv = call(nd, &env, &rep);
-	/* the strings in *u point at our buffers: detach before any free */
-	u->session = (ProtobufCBinaryData){ 0, NULL };
-	u->cert_pem = (ProtobufCBinaryData){ 0, NULL };
-	u->signature = (ProtobufCBinaryData){ 0, NULL };
-	free(sig);
-	if (rv != 0)
-		return -1;
 	if (rep->body_case == FEDSEG__ENVELOPE__BODY_UPDATE_ACK) {
 		const Fedseg__UpdateAck *a = rep->update_ack;
 		const Fedseg__Metrics *m = u->metrics;

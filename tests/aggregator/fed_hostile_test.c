@@ -286,6 +286,31 @@ send_update(peer *p, const float *delta, uint64_t s, const mischief *mi,
 		u.cert_pem.len = cl;
 	}
 	u.signature = (ProtobufCBinaryData){ sl, sig };
+	/* ask for an upload slot first, as a node does (docs/protocol.md,
+	 * "Uploads"); whatever the answer, the Update then goes (with the
+	 * grant if one came) so that its own checks are exercised */
+	uint8_t tok[16];
+	for (int i = 0; i < 100 && !mi->session && !mi->truncate; i++) {
+		Fedseg__UploadRequest ur = FEDSEG__UPLOAD_REQUEST__INIT;
+		ur.session = (ProtobufCBinaryData){ 32, p->session };
+		ur.round = p->round;
+		ur.base_version = base;
+		ur.payload_bytes = pn;
+		Fedseg__Envelope qe = FEDSEG__ENVELOPE__INIT;
+		qe.body_case = FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST;
+		qe.upload_request = &ur;
+		Fedseg__Envelope *g = call(p->cli, &qe, 10000);
+		int wait = g && g->body_case == FEDSEG__ENVELOPE__BODY_WAIT;
+		if (g && g->body_case == FEDSEG__ENVELOPE__BODY_UPLOAD_GRANT &&
+		    g->upload_grant->token.len == 16) {
+			memcpy(tok, g->upload_grant->token.data, 16);
+			u.grant = (ProtobufCBinaryData){ 16, tok };
+		}
+		fed_msg_free(g);
+		if (!wait)
+			break;
+		usleep(50000);
+	}
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
 	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
 	env.update = &u;

@@ -158,10 +158,54 @@ get_task(peer *p, float *g)
 	return fs_seterr("%s: no Task in 10 s", p->cn);
 }
 
-/* Sends delta with 1 sample; returns the UpdateAck (accepted 1/0, reason
- * copied to why) or -1 without an ack. */
+/* One UploadRequest for p's update (round, version): 1 granted (token in
+ * tok), 0 Wait (its reason in why), 2 answered with an UpdateAck (reason
+ * in why), -1 anything else. */
 static int
-send_update(peer *p, const float *delta, char *why, size_t wl)
+upload_request(peer *p, uint8_t tok[16], char *why, size_t wl)
+{
+	Fedseg__UploadRequest ur = FEDSEG__UPLOAD_REQUEST__INIT;
+	ur.session = (ProtobufCBinaryData){ 32, p->session };
+	ur.round = p->round;
+	ur.base_version = p->version;
+	ur.payload_bytes = NW * 4;
+	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+	env.body_case = FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST;
+	env.upload_request = &ur;
+	Fedseg__Envelope *r = call(p->cli, &env, 10000);
+	int rv = -1;
+	snprintf(why, wl, "%s", r ? fed_msg_kind(r) : "no reply");
+	if (r && r->body_case == FEDSEG__ENVELOPE__BODY_UPLOAD_GRANT &&
+	    r->upload_grant->token.len == 16) {
+		memcpy(tok, r->upload_grant->token.data, 16);
+		rv = 1;
+	} else if (r && r->body_case == FEDSEG__ENVELOPE__BODY_WAIT) {
+		snprintf(why, wl, "%s", r->wait->reason);
+		rv = 0;
+	} else if (r && r->body_case == FEDSEG__ENVELOPE__BODY_UPDATE_ACK) {
+		snprintf(why, wl, "%s", r->update_ack->reason);
+		rv = 2;
+	}
+	fed_msg_free(r);
+	return rv;
+}
+
+/* Asks until granted (10 s at most); 1 granted, else as upload_request. */
+static int
+upload_grant(peer *p, uint8_t tok[16], char *why, size_t wl)
+{
+	int rv = 0;
+	for (int i = 0; i < 200 && (rv = upload_request(p, tok, why, wl)) == 0;
+	    i++)
+		usleep(50000);
+	return rv;
+}
+
+/* Sends delta with 1 sample carrying grant tok (NULL: none); returns the
+ * UpdateAck (accepted 1/0, reason copied to why) or -1 without an ack. */
+static int
+send_update_grant(peer *p, const float *delta, const uint8_t *tok,
+    char *why, size_t wl)
 {
 	uint8_t digest[32], text[FED_SIGTEXT_MAX], *pl = NULL, *sig = NULL;
 	size_t pn = 0, sl = 0, cl = 0;
@@ -183,6 +227,8 @@ send_update(peer *p, const float *delta, char *why, size_t wl)
 	u.cert_pem.data = (uint8_t *)fed_identity_cert_pem(p->id, &cl);
 	u.cert_pem.len = cl;
 	u.signature = (ProtobufCBinaryData){ sl, sig };
+	if (tok != NULL)
+		u.grant = (ProtobufCBinaryData){ 16, (uint8_t *)tok };
 	Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
 	env.body_case = FEDSEG__ENVELOPE__BODY_UPDATE;
 	env.update = &u;
@@ -198,6 +244,21 @@ send_update(peer *p, const float *delta, char *why, size_t wl)
 	}
 	fed_msg_free(r);
 	return rv;
+}
+
+/* Asks for an upload slot (as a node does), then sends delta. An
+ * UploadRequest answered with an UpdateAck (late, duplicate, refused)
+ * counts as that ack. */
+static int
+send_update(peer *p, const float *delta, char *why, size_t wl)
+{
+	uint8_t tok[16];
+	int g = upload_grant(p, tok, why, wl);
+	if (g == 2)
+		return strncmp(why, "duplicate", 9) == 0 ? 1 : 0;
+	/* refused (session, rate limit): the Update itself goes, so that its
+	 * own refusal is what the caller checks */
+	return send_update_grant(p, delta, g == 1 ? tok : NULL, why, wl);
 }
 
 /* ---- aggregator processes ------------------------------------------------- */
@@ -871,6 +932,70 @@ test_task_slots(void)
 	agg_stop();
 }
 
+/* max_model_transfers 1 shared by Tasks and uploads, grants lapsing after
+ * 1 s, four nodes holding updates: a granted node holds the one slot (the
+ * next asker is told Wait "upload slots busy", an Update sent without a
+ * grant meanwhile is refused "busy ... no valid upload grant"); a grant
+ * never used expires and its slot goes to the next asker; all three
+ * granted updates are accepted in turn, and an Update sent without a grant
+ * while the slot is free is accepted (docs/protocol.md, "Uploads"). */
+static void
+test_upload_slots(void)
+{
+	peer p[4];
+	const char *cn[4] = { "n1", "n2", "n3", "n4" };
+	uint8_t tok[3][16];
+	char why[256];
+	T_PASS(agg_start("uploads", "\"max_model_transfers\": 1, "
+	    "\"upload_grant_ms\": 1000", 1, 4, 4, 600));
+	for (int i = 0; i < 4; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 4; i++)
+		T_PASS(get_task(&p[i], NULL));
+	float *d = delta(1, 0.01f);
+	T_OK(upload_grant(&p[0], tok[0], why, sizeof why) == 1, "n1 granted "
+	    "the upload slot (%s)", why);
+	int w = upload_request(&p[1], tok[1], why, sizeof why);
+	T_OK(w == 0 && strstr(why, "upload slots busy") != NULL, "n2 told "
+	    "Wait while n1 holds the slot: %s", why);
+	int a = send_update_grant(&p[2], d, NULL, why, sizeof why);
+	T_OK(a == 0 && strncmp(why, "busy", 4) == 0 && strstr(why,
+	    "no valid upload grant") != NULL, "n3's Update without a grant "
+	    "refused while the slot is held: %s", why);
+	/* n1 never uses its grant: after 1 s n2 (asking) gets the slot */
+	double t0 = fs_now();
+	T_OK(upload_grant(&p[1], tok[1], why, sizeof why) == 1, "n2 granted "
+	    "after n1's grant lapsed (%.1f s; %s)", fs_now() - t0, why);
+	T_OK(log_has("upload grant unused"), "the log says n1's grant "
+	    "expired");
+	T_OK(upload_request(&p[2], tok[2], why, sizeof why) == 0 &&
+	    strstr(why, "upload slots busy") != NULL, "n3 waits for n2: %s",
+	    why);
+	T_OK(send_update_grant(&p[1], d, tok[1], why, sizeof why) == 1,
+	    "n2's granted update accepted: %s", why);
+	T_OK(upload_grant(&p[2], tok[2], why, sizeof why) == 1 &&
+	    send_update_grant(&p[2], d, tok[2], why, sizeof why) == 1,
+	    "n3 granted in turn, its update accepted: %s", why);
+	T_OK(upload_grant(&p[0], tok[0], why, sizeof why) == 1 &&
+	    send_update_grant(&p[0], d, tok[0], why, sizeof why) == 1,
+	    "n1 asks again, granted, its update accepted: %s", why);
+	T_OK(send_update_grant(&p[3], d, NULL, why, sizeof why) == 1,
+	    "n4's Update without a grant accepted while the slot is free: %s",
+	    why);
+	T_OK(upload_request(&p[3], tok[0], why, sizeof why) == 2 &&
+	    (strstr(why, "closed") != NULL || strstr(why, "duplicate") !=
+	    NULL), "asking to upload once more after "
+	    "being counted is answered with the UpdateAck at once: %s",
+	    why);
+	int lines = 0, most = log_max_inflight(&lines);
+	T_OK(most <= 1, "never more than 1 model transfer in flight (%d "
+	    "lines, most %d)", lines, most);
+	free(d);
+	for (int i = 0; i < 4; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
 /* ---- allow-list ---------------------------------------------------------------- */
 
 static void
@@ -927,6 +1052,7 @@ main(void)
 	test_rate_limit();
 	test_revoke();
 	test_task_slots();
+	test_upload_slots();
 	if (t_fails == 0)
 		h_rmtree(T);
 	else
