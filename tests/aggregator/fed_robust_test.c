@@ -423,6 +423,112 @@ test_deadline(void)
 	agg_stop();
 }
 
+/* Fewer than min_updates at the deadline: the round stays open (one
+ * AGG-DEADLINE warning) until enough updates arrive, then closes with
+ * them. */
+static void
+test_deadline_short(void)
+{
+	peer p[3];
+	char why[256], path[PATH_MAX + 128];
+	const char *cn[3] = { "n1", "n2", "n3" };
+	T_PASS(agg_start("deadline-short", "\"node_timeout_s\": 0", 1, 3, 2,
+	    1.0));
+	for (int i = 0; i < 3; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 3; i++)
+		T_PASS(get_task(&p[i], NULL));
+	float *d = delta(5, 1);
+	T_OK(send_update(&p[0], d, why, sizeof why) == 1, "n1: update "
+	    "accepted (%s)", why);
+	/* 3 s: well past the 1 s deadline, with 1 update of the 2 needed */
+	for (int i = 0; i < 30; i++) {
+		fed_msg_free(task_request(&p[0], 0));
+		usleep(100000);
+	}
+	snprintf(path, sizeof path, "%s/state/models/round-0001.safetensors",
+	    DIR_);
+	T_OK(!h_exists(path) && log_has("AGG-DEADLINE") &&
+	    log_has("deadline passed with 1 update(s), 2 needed"), "deadline "
+	    "passed with 1 of min_updates 2: round 1 stays open, AGG-DEADLINE "
+	    "logged");
+	T_OK(send_update(&p[1], d, why, sizeof why) == 1, "n2's update after "
+	    "the deadline is accepted into the open round (%s)", why);
+	float *g1 = model(1);
+	cJSON *l = ledger_round(1);
+	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
+	    "contributors")) : -1;
+	T_OK(g1 != NULL && nc == 2, "with the second update the round closes "
+	    "at once, 2 contributors (%d)", nc);
+	cJSON_Delete(l);
+	free(g1);
+	free(d);
+	for (int i = 0; i < 3; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
+/* A node whose session expired comes back mid-round: "unknown session",
+ * it joins again and gets the current Task; a node joining for the first
+ * time while the round is open is selected too (AGG-SELECT); the round
+ * then waits for both and closes with all four. */
+static void
+test_rejoin(void)
+{
+	peer p[4];
+	char why[256];
+	const char *cn[4] = { "n1", "n2", "n3", "n4" };
+	T_PASS(agg_start("rejoin", "\"node_timeout_s\": 1.5", 1, 3, 3, 600));
+	for (int i = 0; i < 3; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 3; i++)
+		T_PASS(get_task(&p[i], NULL));
+	/* n3 silent for 2.5 s while n1 and n2 poll */
+	double t0 = fs_now();
+	while (fs_now() - t0 < 2.5) {
+		for (int i = 0; i < 2; i++)
+			fed_msg_free(task_request(&p[i], 0));
+		usleep(300000);
+	}
+	T_OK(log_has("node n3 silent"), "n3's session expired");
+	Fedseg__Envelope *r = task_request(&p[2], UINT32_MAX);
+	T_OK(r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR &&
+	    strstr(r->error->reason, "session") != NULL, "n3 back: its old "
+	    "session is refused (%s)", r && r->error ? r->error->reason :
+	    r ? fed_msg_kind(r) : "no reply");
+	fed_msg_free(r);
+	T_OK(peer_join(&p[2]) == 0 && get_task(&p[2], NULL) == 0 &&
+	    p[2].round == 1, "n3 joins again and gets the current Task "
+	    "(round %u)", p[2].round);
+	T_PASS(peer_open(&p[3], cn[3]));
+	T_OK(get_task(&p[3], NULL) == 0 && p[3].round == 1 &&
+	    log_has("node n4 joins round 1 in progress"), "n4, joining for "
+	    "the first time mid-round, gets the round-1 Task (AGG-SELECT)");
+	float *d = delta(6, 1);
+	for (int i = 0; i < 3; i++)
+		T_OK(send_update(&p[i], d, why, sizeof why) == 1, "%s: update "
+		    "accepted (%s)", cn[i], why);
+	usleep(500000);
+	cJSON *l = ledger_round(1);
+	T_OK(l == NULL, "with 3 of 4 selected nodes in, the round waits for "
+	    "n4 (deadline 600 s)");
+	cJSON_Delete(l);
+	T_OK(send_update(&p[3], d, why, sizeof why) == 1, "n4: update "
+	    "accepted (%s)", why);
+	float *g1 = model(1);
+	l = ledger_round(1);
+	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
+	    "contributors")) : -1;
+	T_OK(g1 != NULL && nc == 4, "round 1 closes with n1, n2, the "
+	    "rejoined n3 and the late joiner n4 (%d contributors)", nc);
+	cJSON_Delete(l);
+	free(g1);
+	free(d);
+	for (int i = 0; i < 4; i++)
+		peer_close(&p[i]);
+	agg_stop();
+}
+
 static void
 test_expiry(void)
 {
@@ -1054,7 +1160,9 @@ main(void)
 	if (t_fails)
 		T_DONE();
 	test_deadline();
+	test_deadline_short();
 	test_expiry();
+	test_rejoin();
 	test_replacement();
 	test_server_opt("fedadam", 1);
 	test_server_opt("fedavgm", 0);
