@@ -52,6 +52,9 @@ typedef struct {
 	double node_timeout_s;       /* silent sessions expire, 0 = never */
 	char allowed_nodes[4096];    /* CNs, '\n'-separated; "" = any */
 	int rate_per_s;              /* requests per node per second, 0 = off */
+	int anon_rate_per_s;         /* requests naming no node yet (Join
+	                              * before its checks, Status, malformed),
+	                              * all peers together, per second; 0 off */
 	size_t max_message_bytes;    /* NNG_OPT_RECVMAXSZ, announced in JoinAck */
 	int contexts;                /* nng contexts (concurrent requests) */
 	int workers;                 /* handler threads */

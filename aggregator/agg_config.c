@@ -38,6 +38,7 @@ agg_config_default(void)
 	c.tau = 1e-3;
 	c.node_timeout_s = 300;
 	c.rate_per_s = 50;
+	c.anon_rate_per_s = 200;
 	c.max_message_bytes = (size_t)512 << 20;
 	c.contexts = 16;
 	c.workers = 2;
@@ -93,6 +94,7 @@ static const key_def keys[] = {
 	{ "tau", K_DBL, O(tau), 1e-12, 10, 0 },
 	{ "node_timeout_s", K_DBL, O(node_timeout_s), 0, 1e7, 0 },
 	{ "rate_limit_per_s", K_INT, O(rate_per_s), 0, 1000000, 0 },
+	{ "anon_rate_limit_per_s", K_INT, O(anon_rate_per_s), 0, 1000000, 0 },
 	{ "max_message_bytes", K_SIZE, O(max_message_bytes), 4096,
 	    (double)((size_t)1 << 40), 0 },
 	{ "contexts", K_INT, O(contexts), 1, 1024, 0 },

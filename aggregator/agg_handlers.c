@@ -95,6 +95,41 @@ rate_ok(agg *a, agg_node *n)
 	return 0;
 }
 
+/* Requests that name no known node before the work they cost (a Join,
+ * before its certificate chain and signature are verified; a
+ * StatusRequest; a malformed or unexpected message) share one budget of
+ * anon_rate_limit_per_s in any 1 s window, whoever sends them: a peer past
+ * TLS cannot make the aggregator verify signatures or write log lines
+ * without bound. Returns 1 if this request may go on. */
+static int
+anon_ok(agg *a, const char *what)
+{
+	if (a->cfg.anon_rate_per_s <= 0)
+		return 1;
+	pthread_mutex_lock(&a->anon_mu);
+	double now = fs_now();
+	if (now - a->anon_start >= 1.0) {
+		a->anon_start = now;
+		a->anon_count = 0;
+	}
+	int n = ++a->anon_count;
+	pthread_mutex_unlock(&a->anon_mu);
+	if (n <= a->cfg.anon_rate_per_s)
+		return 1;
+	if (n == a->cfg.anon_rate_per_s + 1)
+		fs_log(FS_LOG_WARN, "AGG-RATE", "over %d requests/s that name "
+		    "no node yet (this one: %s); refusing the excess for the "
+		    "rest of the second", a->cfg.anon_rate_per_s, what);
+	return 0;
+}
+
+static nng_msg *
+anon_refused(agg *a)
+{
+	return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
+	    "requests/s before a node is known", a->cfg.anon_rate_per_s);
+}
+
 int
 agg_recheck_sessions(agg *a)
 {
@@ -919,8 +954,23 @@ agg_handle(void *user, nng_msg *req, void **track)
 		req = NULL;
 	}
 	if (bad != 0) {
-		fs_log(FS_LOG_WARN, "AGG-BADMSG", "%s", fs_error());
-		return fed_msg_error(code, "%s", fs_error());
+		char why[512];
+		snprintf(why, sizeof why, "%s", fs_error());
+		if (!anon_ok(a, "malformed"))
+			return anon_refused(a);
+		fs_log(FS_LOG_WARN, "AGG-BADMSG", "%s", why);
+		return fed_msg_error(code, "%s", why);
+	}
+	int anon = env->body_case == FEDSEG__ENVELOPE__BODY_JOIN ||
+	    env->body_case == FEDSEG__ENVELOPE__BODY_STATUS_REQUEST ||
+	    (env->body_case != FEDSEG__ENVELOPE__BODY_TASK_REQUEST &&
+	    env->body_case != FEDSEG__ENVELOPE__BODY_UPDATE &&
+	    env->body_case != FEDSEG__ENVELOPE__BODY_UPLOAD_REQUEST);
+	if (anon && !anon_ok(a, fed_msg_kind(env))) {
+		fed_msg_free_borrowed(env, borrowed);
+		if (req != NULL)
+			nng_msg_free(req);
+		return anon_refused(a);
 	}
 	switch (env->body_case) {
 	case FEDSEG__ENVELOPE__BODY_JOIN: m = on_join(a, env->join); break;

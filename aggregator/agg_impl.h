@@ -76,6 +76,10 @@ typedef struct agg {
 	volatile int stop;
 	int exit_when_done;
 
+	pthread_mutex_t anon_mu;     /* the anonymous-request window: */
+	double anon_start;           /* start of its 1 s window */
+	int anon_count;              /* requests in it */
+
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int phase;

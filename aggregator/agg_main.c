@@ -224,6 +224,7 @@ agg_main(int argc, char **argv)
 	a.exit_when_done = exit_when_done;
 	a.started = fs_now();
 	pthread_mutex_init(&a.mu, NULL);
+	pthread_mutex_init(&a.anon_mu, NULL);
 	pthread_cond_init(&a.cv, NULL);
 	pthread_mutex_init(&a.trust_mu, NULL);
 	int rv = setup(&a) == 0 ? run(&a) : -1;

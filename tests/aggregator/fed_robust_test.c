@@ -835,6 +835,49 @@ test_rate_limit(void)
 	agg_stop();
 }
 
+/* Requests that name no node yet (StatusRequest, Join before its checks,
+ * malformed messages) share anon_rate_limit_per_s: a flood of
+ * StatusRequests is refused beyond it, logged once, and a Join after a
+ * quiet second goes through. */
+static void
+test_anon_rate(void)
+{
+	peer f, j;
+	int refused = 0, served = 0;
+	T_PASS(agg_start("anon", "\"anon_rate_limit_per_s\": 20", 1, 2, 2,
+	    600));
+	T_PASS(peer_open(&f, "n1"));
+	double t0 = fs_now();
+	for (int i = 0; i < 150; i++) {
+		Fedseg__StatusRequest sr = FEDSEG__STATUS_REQUEST__INIT;
+		Fedseg__Envelope env = FEDSEG__ENVELOPE__INIT;
+		env.body_case = FEDSEG__ENVELOPE__BODY_STATUS_REQUEST;
+		env.status_request = &sr;
+		Fedseg__Envelope *r = call(f.cli, &env, 10000);
+		if (r && r->body_case == FEDSEG__ENVELOPE__BODY_ERROR &&
+		    r->error->code == FED_ERR_REQUEST &&
+		    strstr(r->error->reason, "before a node is known"))
+			refused++;
+		else if (r && r->body_case == FEDSEG__ENVELOPE__BODY_STATUS)
+			served++;
+		fed_msg_free(r);
+	}
+	double took = fs_now() - t0;
+	int most = 20 * ((int)took + 2);
+	T_OK(refused > 0 && served <= most && served + refused == 150,
+	    "150 StatusRequests in %.2f s at anon_rate_limit_per_s 20: %d "
+	    "served (at most %d), %d refused with Error 4", took, served,
+	    most, refused);
+	T_OK(log_has("requests/s that name no node yet"), "AGG-RATE logged "
+	    "for the anonymous flood");
+	usleep(1100000);
+	T_OK(peer_open(&j, "n2") == 0, "after a quiet second a new node's "
+	    "Join goes through");
+	peer_close(&f);
+	peer_close(&j);
+	agg_stop();
+}
+
 /* ---- test 5: a certificate revoked mid-run ------------------------------------ */
 
 /* Opens a connection with cn's certificate and joins. 0: joined;
@@ -1169,6 +1212,7 @@ main(void)
 	test_server_opt("fedyogi", 0);
 	test_allow_list();
 	test_rate_limit();
+	test_anon_rate();
 	test_revoke();
 	test_task_slots();
 	test_upload_slots();
