@@ -816,12 +816,22 @@ on_update(agg *a, const Fedseg__Update *u)
 	nng_msg *m = update_check(a, u, cn, &held);
 	pthread_mutex_lock(&a->mu);
 	agg_node *n = agg_node_find(a, cn);
-	if (n != NULL && held)
+	if (n != NULL && held) {
 		upload_done(a, n);
-	else if (n != NULL && n->upload_slot == UP_GRANTED &&
-	    u->grant.len == sizeof n->grant &&
-	    memcmp(u->grant.data, n->grant, sizeof n->grant) == 0)
-		agg_upload_drop(a, n); /* its grant was used (refused) */
+	} else if (u->grant.len == sizeof a->nodes->grant) {
+		/* refused before or after its certificate was checked, perhaps
+		 * naming another node: the grant its token names was used
+		 * either way, whoever holds it (the token is a 16-byte secret
+		 * sent only to the grantee) */
+		for (int i = 0; i < a->nnodes; i++) {
+			agg_node *o = &a->nodes[i];
+			if (o->upload_slot == UP_GRANTED &&
+			    memcmp(u->grant.data, o->grant, sizeof o->grant) == 0) {
+				agg_upload_drop(a, o);
+				break;
+			}
+		}
+	}
 	pthread_mutex_unlock(&a->mu);
 	return m;
 }

@@ -561,20 +561,39 @@ check_bad_updates(peer *m, peer *g, const float *d)
 	T_OK(r == NULL, "update over max_message_bytes (%d) -> dropped by "
 	    "nng, no reply", MAXMSG);
 	fed_msg_free(r);
-	/* more of the same: the aggregator's memory must not follow */
+	/* more of the same, and garbage just under max_message_bytes (which
+	 * nng does receive whole): the aggregator's memory must not follow.
+	 * 20 malformed ~255 KiB messages would add ~5 MiB if they were kept.
+	 * Only a few oversized ones: each resets a connection mid-write, and
+	 * the more of those, the likelier nng 1.5.2's stalled dialer, which
+	 * costs the client a timeout before it starts over (fed/transport.c) */
+	size_t gl = (size_t)MAXMSG - 1024;
+	uint8_t *junk = malloc(gl);
+	memset(junk, 0xa5, gl);
 	for (int i = 0; i < 5; i++) {
 		memset(&mi, 0, sizeof mi);
-		mi.oversize = 1;
-		fed_msg_free(send_update(m, d, 1, &mi, 3000));
+		mi.oversize = i < 2;
+		if (mi.oversize)
+			fed_msg_free(send_update(m, d, 1, &mi, 3000));
 		mi.oversize = 0;
 		mi.truncate = 1;
 		fed_msg_free(send_update(m, d, 1, &mi, 3000));
 	}
+	for (int i = 0; i < 20; i++)
+		fed_msg_free(call_raw(m->cli, junk, gl));
+	free(junk);
 	long hwm1 = proc_kb(AGG_PID, "VmHWM:");
-	T_OK(hwm0 > 0 && hwm1 > 0 && hwm1 - hwm0 < 16 * 1024, "6 oversized "
-	    "(%d KiB each) and 6 truncated updates: the aggregator's peak RSS "
-	    "grew %ld KiB (< 16 MiB; %ld -> %ld KiB)", (int)(n_over_kib()),
-	    hwm1 - hwm0, hwm0, hwm1);
+	if (getenv("ASAN_OPTIONS") != NULL) {
+		/* ASan's quarantine keeps freed memory resident on purpose */
+		printf("SKIP - peak RSS check under ASan (quarantine holds "
+		    "freed memory; measured %ld -> %ld KiB)\n", hwm0, hwm1);
+	} else {
+		T_OK(hwm0 > 0 && hwm1 > 0 && hwm1 - hwm0 < 3 * 1024, "3 "
+		    "oversized (%ld KiB each), 6 truncated updates and 20 "
+		    "malformed %zu KiB messages: the aggregator's peak RSS grew "
+		    "%ld KiB (< 3 MiB; %ld -> %ld KiB)", n_over_kib(),
+		    gl / 1024, hwm1 - hwm0, hwm0, hwm1);
+	}
 	/* nng closed that connection: the client dials again (a fresh
 	 * socket if nng 1.5.2's dialer is stuck, see fed/transport.c) */
 	uint32_t round = 0, u = UINT32_MAX;
