@@ -1,9 +1,8 @@
 #!/bin/sh
 # Builds fedseg with AddressSanitizer + UBSan (gcc) in ./build-asan and runs
 # the unit and integration tests under it (the fuzz harnesses have their own
-# clang build: tests/fuzz/run_fuzz.sh). Not part of the default test command
-# (it doubles the suite's time); run it before a release or after touching
-# parsers, codecs or memory management.
+# clang build: tests/fuzz/run_fuzz.sh). scripts/test.sh runs it after the
+# plain suite (FEDSEG_TEST_ASAN=0 skips it); extra arguments go to ctest.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
