@@ -146,14 +146,7 @@ agg_recheck_sessions(agg *a)
 		pthread_mutex_unlock(&a->trust_mu);
 		if (rv == 0)
 			continue;
-		n->has_session = 0;
-		agg_upload_drop(a, n);
-		int drop = a->phase == AGG_TRAINING && n->selected &&
-		    n->submitted != a->round;
-		if (drop) {
-			n->selected = 0;
-			a->nselected--;
-		}
+		int drop = agg_session_end(a, n);
 		ended++;
 		fs_log(FS_LOG_WARN, "AGG-REVOKED", "node %s: session ended, its "
 		    "certificate is refused now: %s%s", n->cn, fs_error(), drop ?
@@ -497,23 +490,36 @@ done_reply(agg *a, agg_node *n)
 	return reply(&env);
 }
 
+/* Takes a->mu and returns the node of session within its rate limit; else
+ * NULL with a->mu released and *err the Error to answer. */
+static agg_node *
+session_lock(agg *a, const ProtobufCBinaryData *session, nng_msg **err)
+{
+	pthread_mutex_lock(&a->mu);
+	agg_node *n = node_by_session(a, session);
+	if (n == NULL) {
+		pthread_mutex_unlock(&a->mu);
+		*err = fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
+		    "first");
+		return NULL;
+	}
+	if (!rate_ok(a, n)) {
+		pthread_mutex_unlock(&a->mu);
+		*err = fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
+		    "requests/s", a->cfg.rate_per_s);
+		return NULL;
+	}
+	return n;
+}
+
 static nng_msg *
 on_task_request(agg *a, const Fedseg__TaskRequest *r, void **track)
 {
 	char why[128];
 	nng_msg *m;
-	pthread_mutex_lock(&a->mu);
-	agg_node *n = node_by_session(a, &r->session);
-	if (n == NULL) {
-		pthread_mutex_unlock(&a->mu);
-		return fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
-		    "first");
-	}
-	if (!rate_ok(a, n)) {
-		pthread_mutex_unlock(&a->mu);
-		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
-		    "requests/s", a->cfg.rate_per_s);
-	}
+	agg_node *n = session_lock(a, &r->session, &m);
+	if (n == NULL)
+		return m;
 	n->last_seen = fs_now();
 	if (a->phase == AGG_TRAINING && !n->selected &&
 	    n->submitted != a->round) {
@@ -861,18 +867,9 @@ on_upload_request(agg *a, const Fedseg__UploadRequest *r)
 {
 	char why[256];
 	nng_msg *m;
-	pthread_mutex_lock(&a->mu);
-	agg_node *n = node_by_session(a, &r->session);
-	if (n == NULL) {
-		pthread_mutex_unlock(&a->mu);
-		return fed_msg_error(FED_ERR_AUTH, "unknown session: Join "
-		    "first");
-	}
-	if (!rate_ok(a, n)) {
-		pthread_mutex_unlock(&a->mu);
-		return fed_msg_error(FED_ERR_REQUEST, "rate limit: at most %d "
-		    "requests/s", a->cfg.rate_per_s);
-	}
+	agg_node *n = session_lock(a, &r->session, &m);
+	if (n == NULL)
+		return m;
 	int st = update_state_check(a, &r->session, r->round, r->base_version,
 	    n->cn, why, sizeof why);
 	if (st == U_OK && r->payload_bytes > a->cfg.max_message_bytes) {

@@ -190,6 +190,10 @@ void agg_task_sent(void *user, void *track);
  * round, so a revoked node can neither fetch a Task nor hold a round up.
  * Takes a->mu and trust_mu. Returns the number of sessions ended. */
 int agg_recheck_sessions(agg *a);
+/* Under a->mu: ends n's session (its upload grant goes back); if it was
+ * selected for the open round and has not contributed, it leaves the
+ * selection so the round does not wait for it. Returns 1 in that case. */
+int agg_session_end(agg *a, agg_node *n);
 agg_node *agg_node_find(agg *a, const char *cn);
 /* Under a->mu: gives back n's upload slot (session ended, or replaced). An
  * Update being checked keeps its slot until the check is over. */

@@ -434,6 +434,20 @@ round_open(agg *a)
 	    a->ncontrib, a->cfg.round_deadline_s);
 }
 
+int
+agg_session_end(agg *a, agg_node *n)
+{
+	n->has_session = 0;
+	agg_upload_drop(a, n);
+	int drop = a->phase == AGG_TRAINING && n->selected &&
+	    n->submitted != a->round;
+	if (drop) {
+		n->selected = 0;
+		a->nselected--;
+	}
+	return drop;
+}
+
 /* Sessions silent for node_timeout_s expire; a selected node that has not
  * answered leaves the round (it may join again and get the task). */
 static void
@@ -446,14 +460,7 @@ expire_sessions(agg *a)
 		agg_node *n = &a->nodes[i];
 		if (!n->has_session || now - n->last_seen <= a->cfg.node_timeout_s)
 			continue;
-		n->has_session = 0;
-		agg_upload_drop(a, n);
-		int drop = a->phase == AGG_TRAINING && n->selected &&
-		    n->submitted != a->round;
-		if (drop) {
-			n->selected = 0;
-			a->nselected--;
-		}
+		int drop = agg_session_end(a, n);
 		fs_log(FS_LOG_WARN, "AGG-EXPIRE", "node %s silent for %.0f s: "
 		    "session expired%s", n->cn, now - n->last_seen, drop ?
 		    ", dropped from this round" : "");

@@ -528,18 +528,25 @@ call_op_free(call_op *op)
 	free(op);
 }
 
+/* *ts = now + ms on CLOCK_REALTIME (pthread_cond_timedwait's clock). */
+static void
+deadline_in(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Waits up to ms for the operation; 1 if it completed. */
 static int
 call_op_wait(call_op *op, int ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&ts, ms);
 	pthread_mutex_lock(&op->mu);
 	while (!op->done &&
 	    pthread_cond_timedwait(&op->cv, &op->mu, &ts) == 0)
@@ -644,13 +651,7 @@ dial_bounded(nng_dialer d, int ms)
 	}
 	pthread_detach(t);
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&ts, ms);
 	pthread_mutex_lock(&j->mu);
 	while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &ts) == 0)
 		;
