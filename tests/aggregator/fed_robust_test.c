@@ -768,6 +768,53 @@ test_server_opt(const char *opt, int restart)
 	agg_stop();
 }
 
+/* A restart whose server-optimiser state does not match the ledger (a
+ * flipped byte): the file is set aside as .corrupt, never loaded, and the
+ * aggregator refuses to start with a one-line reason instead of going on
+ * with a zeroed state. */
+static void
+test_corrupt_opt(void)
+{
+	peer p[2];
+	char why[256], f[PATH_MAX + 128], fc[PATH_MAX + 160];
+	const char *cn[2] = { "n1", "n2" };
+	T_PASS(agg_start("opt-corrupt", "\"server_optimizer\": \"fedadam\", "
+	    "\"server_lr\": 0.05", 2, 2, 2, 600));
+	float *d = delta(31, 1.0f);
+	for (int i = 0; i < 2; i++)
+		T_PASS(peer_open(&p[i], cn[i]));
+	for (int i = 0; i < 2; i++)
+		T_PASS(get_task(&p[i], NULL));
+	for (int i = 0; i < 2; i++)
+		T_OK(send_update(&p[i], d, why, sizeof why) == 1, "opt-corrupt: "
+		    "%s accepted", cn[i]);
+	float *g1 = model(1);
+	free(g1);
+	for (int i = 0; i < 2; i++)
+		peer_close(&p[i]);
+	kill(AP, SIGKILL);
+	h_wait(AP, 10);
+	snprintf(f, sizeof f, "%s/state/server/opt-0001.bin", DIR_);
+	snprintf(fc, sizeof fc, "%s.corrupt", f);
+	FILE *fp = fopen(f, "r+b");
+	int flipped = 0;
+	if (fp != NULL && fseek(fp, 100, SEEK_SET) == 0) {
+		int c = fgetc(fp);
+		flipped = c != EOF && fseek(fp, 100, SEEK_SET) == 0 &&
+		    fputc(c ^ 0x40, fp) != EOF;
+	}
+	if (fp != NULL)
+		fclose(fp);
+	T_OK(flipped, "flipped one byte of %s", f);
+	T_PASS(agg_restart());
+	int st = h_wait(AP, 20);
+	T_OK(st != 0 && st != 128 + SIGKILL && h_exists(fc) && !h_exists(f) &&
+	    log_has("server optimiser state is corrupt"), "restart with a "
+	    "corrupt optimiser state: set aside as .corrupt, not loaded, the "
+	    "aggregator refuses to start (exit %d)", st);
+	free(d);
+}
+
 /* ---- rate limit ------------------------------------------------------------ */
 
 /* One node floods the aggregator with TaskRequests: beyond
@@ -1210,6 +1257,7 @@ main(void)
 	test_server_opt("fedadam", 1);
 	test_server_opt("fedavgm", 0);
 	test_server_opt("fedyogi", 0);
+	test_corrupt_opt();
 	test_allow_list();
 	test_rate_limit();
 	test_anon_rate();
