@@ -353,6 +353,17 @@ ledger_round(int r)
 	return out;
 }
 
+/* Contributors of round r in the ledger, -1 if it has no such line. */
+static int
+ncontrib(int r)
+{
+	cJSON *l = ledger_round(r);
+	int n = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
+	    "contributors")) : -1;
+	cJSON_Delete(l);
+	return n;
+}
+
 static int
 log_has(const char *needle)
 {
@@ -406,16 +417,13 @@ test_deadline(void)
 		    "accepted (%s)", cn[i], why);
 	float *g1 = model(1);
 	double took = fs_now() - t0;
-	cJSON *l = ledger_round(1);
-	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
-	    "contributors")) : -1;
+	int nc = ncontrib(1);
 	T_OK(g1 != NULL && nc == 2 && took > 2.0 && took < 15,
 	    "n3 never answers: round 1 closed at its deadline (3 s; after "
 	    "%.1f s) with the 2 others", took);
 	int a = send_update(&p[2], d, why, sizeof why);
 	T_OK(a == 0 && strstr(why, "late") != NULL, "n3's late update is "
 	    "acknowledged and discarded: \"%s\"", why);
-	cJSON_Delete(l);
 	free(g1);
 	free(d);
 	for (int i = 0; i < 3; i++)
@@ -455,12 +463,9 @@ test_deadline_short(void)
 	T_OK(send_update(&p[1], d, why, sizeof why) == 1, "n2's update after "
 	    "the deadline is accepted into the open round (%s)", why);
 	float *g1 = model(1);
-	cJSON *l = ledger_round(1);
-	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
-	    "contributors")) : -1;
+	int nc = ncontrib(1);
 	T_OK(g1 != NULL && nc == 2, "with the second update the round closes "
 	    "at once, 2 contributors (%d)", nc);
-	cJSON_Delete(l);
 	free(g1);
 	free(d);
 	for (int i = 0; i < 3; i++)
@@ -509,19 +514,14 @@ test_rejoin(void)
 		T_OK(send_update(&p[i], d, why, sizeof why) == 1, "%s: update "
 		    "accepted (%s)", cn[i], why);
 	usleep(500000);
-	cJSON *l = ledger_round(1);
-	T_OK(l == NULL, "with 3 of 4 selected nodes in, the round waits for "
-	    "n4 (deadline 600 s)");
-	cJSON_Delete(l);
+	T_OK(ncontrib(1) == -1, "with 3 of 4 selected nodes in, the round "
+	    "waits for n4 (deadline 600 s)");
 	T_OK(send_update(&p[3], d, why, sizeof why) == 1, "n4: update "
 	    "accepted (%s)", why);
 	float *g1 = model(1);
-	l = ledger_round(1);
-	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
-	    "contributors")) : -1;
+	int nc = ncontrib(1);
 	T_OK(g1 != NULL && nc == 4, "round 1 closes with n1, n2, the "
 	    "rejoined n3 and the late joiner n4 (%d contributors)", nc);
-	cJSON_Delete(l);
 	free(g1);
 	free(d);
 	for (int i = 0; i < 4; i++)
@@ -562,9 +562,7 @@ test_expiry(void)
 	    "3 s of heartbeats accepted (%s)", why);
 	float *g1 = model(1);
 	double took = fs_now() - t0;
-	cJSON *l = ledger_round(1);
-	int nc = l ? cJSON_GetArraySize(cJSON_GetObjectItem(l,
-	    "contributors")) : -1;
+	int nc = ncontrib(1);
 	T_OK(g1 != NULL && nc == 3 && took < 20, "n3 silent: its session "
 	    "expired (node_timeout_s 1.5), round 1 closed after %.1f s (not "
 	    "the 600 s deadline) with n1, n2, n4", took);
@@ -572,7 +570,6 @@ test_expiry(void)
 	    "names the dropped node");
 	int a = send_update(&p[2], d, why, sizeof why);
 	T_OK(a == 0, "n3's update afterwards is refused: \"%s\"", why);
-	cJSON_Delete(l);
 	free(g1);
 	free(d);
 	for (int i = 0; i < 4; i++)
